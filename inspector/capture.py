@@ -1,0 +1,271 @@
+"""The capture stage: a mitmproxy addon that turns each finished flow into a model Flow.
+
+This is the only module that imports mitmproxy. It streams every response to the client
+as it arrives, keeping a copy of the body on the side, answers non-loopback hosts itself
+in offline mode, and hands each finished flow to the writer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+
+from mitmproxy import ctx, exceptions, http
+from mitmproxy import version as mitmproxy_version
+from mitmproxy.net import encoding
+from mitmproxy.net.http import url
+from mitmproxy.proxy import mode_specs
+
+from . import __version__
+from .flags import RuleContext, flags_for
+from .model import Flow, InspectorError, Origin, Request, Response, is_loopback, make_body
+from .redact import Redactor, is_secret_name, secrets_from_env
+from .serialize import CaptureWriter
+
+DEFAULT_BODY_LIMIT = 1024 * 1024
+SYNTHETIC_HEADER = "x-inspector-synthetic"
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def default_output(command_name: str, directory: str | os.PathLike = "captures") -> Path:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(command_name).name) or "capture"
+    return Path(directory) / f"{stamp}-{safe}.yaml"
+
+
+class _Tee:
+    """flow.response.stream callable: passes chunks on at once and keeps a bounded copy."""
+
+    def __init__(self, keep: int):
+        self.keep = keep
+        self.chunks: list[bytes] = []
+        self.kept = 0
+        self.size = 0
+        self.sha = hashlib.sha256()
+
+    def __call__(self, data: bytes) -> bytes:
+        if data:
+            self.size += len(data)
+            self.sha.update(data)
+            if self.kept < self.keep:
+                self.chunks.append(data[: self.keep - self.kept])
+                self.kept += len(self.chunks[-1])
+        return data
+
+    def content(self) -> bytes:
+        return b"".join(self.chunks)
+
+
+class Recorder:
+    """mitmproxy addon: records every flow into an inspector capture."""
+
+    def __init__(self, env: Mapping[str, str] | None = None, meta: dict | None = None,
+                 on_flow: Callable[[Flow], None] | None = None):
+        self.env = dict(os.environ if env is None else env)
+        self.meta = dict(meta or {})  # extra meta from the embedding command (command, exit code, ...)
+        self.on_flow = on_flow
+        self.writer: CaptureWriter | None = None
+        self.base: Origin | None = None
+        self.redactor = Redactor()
+        self.rules = RuleContext(base=None)
+        self._open: dict[str, http.HTTPFlow] = {}
+        self._seq = 0
+        self._reverse_listeners: dict[int, mode_specs.ReverseMode] = {}
+
+    # ------------------------------------------------------------ options
+
+    def load(self, loader):
+        loader.add_option("inspector_base_url", str, "",
+                          "The base URL the client is configured with (ANTHROPIC_BASE_URL); "
+                          "requests elsewhere are flagged off-base-host.")
+        loader.add_option("inspector_output", str, "",
+                          "Capture file to write; default captures/<UTC timestamp>-mitmdump.yaml.")
+        loader.add_option("inspector_offline", bool, False,
+                          "Never dial hosts that are not loopback; answer them with a synthetic 502.")
+        loader.add_option("inspector_body_limit", int, DEFAULT_BODY_LIMIT,
+                          "Bodies larger than this many bytes are truncated (size and sha256 are kept).")
+        loader.add_option("inspector_redact", bool, True,
+                          "Redact secrets in the capture. Turning this off makes the capture unsafe to share.")
+
+    def configure(self, updated):
+        if "inspector_base_url" in updated:
+            url = ctx.options.inspector_base_url or self.env.get("ANTHROPIC_BASE_URL", "")
+            try:
+                self.base = Origin.parse(url) if url else None
+            except InspectorError as e:
+                raise exceptions.OptionsError(str(e)) from None
+        if "inspector_body_limit" in updated and ctx.options.inspector_body_limit < 0:
+            raise exceptions.OptionsError("inspector_body_limit must be >= 0")
+        secrets = secrets_from_env(self.env)
+        self.redactor = Redactor(secrets, enabled=ctx.options.inspector_redact)
+        self.rules = RuleContext(base=self.base, raw_secrets={} if ctx.options.inspector_redact else secrets)
+
+    def running(self):
+        ps = ctx.master.addons.get("proxyserver")
+        for server in ps.servers:
+            if isinstance(server.mode, mode_specs.ReverseMode):
+                for addr in server.listen_addrs:
+                    self._reverse_listeners[addr[1]] = server.mode
+        if self.writer is None:
+            self.writer = CaptureWriter(ctx.options.inspector_output or default_output("mitmdump"), self._meta())
+
+    def _meta(self) -> dict:
+        rd = self.redactor
+        relevant = {k: rd.secret(v) if is_secret_name(k) else rd.text(v)
+                    for k, v in sorted(self.env.items()) if is_relevant_env(k)}
+        meta = {
+            "inspector_version": __version__,
+            "mitmproxy_version": mitmproxy_version.VERSION,
+            "command": None,
+            "started_at": utc_now(),
+            "ended_at": None,
+            "exit_code": None,
+            "base_url": self.base.url if self.base else None,
+            "offline": ctx.options.inspector_offline,
+            "redacted": ctx.options.inspector_redact,
+            "body_limit": ctx.options.inspector_body_limit,
+            "no_proxy": self.env.get("NO_PROXY", self.env.get("no_proxy")),
+            "env": relevant,
+        }
+        return meta | self.meta
+
+    # ------------------------------------------------------------ hooks
+
+    def requestheaders(self, flow: http.HTTPFlow):
+        self._seq += 1
+        flow.metadata["inspector_id"] = self._seq
+        self._open[flow.id] = flow
+        self._unloop_own_listener(flow)
+
+    def _unloop_own_listener(self, flow: http.HTTPFlow) -> None:
+        """A client may send requests for our reverse listener through our regular proxy
+        (Claude Code does, with HTTP_PROXY set); proxied back into mitmproxy such a request
+        hangs. Send it straight to the real base URL instead, and record it as such."""
+        mode = flow.client_conn.proxy_mode
+        target = self._reverse_listeners.get(flow.request.port)
+        if target is None or isinstance(mode, mode_specs.ReverseMode) or not is_loopback(flow.request.host):
+            return
+        flow.request.scheme = "https" if target.scheme == "https" else "http"
+        flow.request.host, flow.request.port = target.address
+        flow.request.host_header = url.hostport(flow.request.scheme, *target.address)
+        flow.metadata["inspector_via"] = "reverse"
+
+    def request(self, flow: http.HTTPFlow):
+        if ctx.options.inspector_offline and not is_loopback(flow.request.host) and flow.response is None:
+            flow.response = http.Response.make(
+                502,
+                b'{"type":"error","error":{"type":"inspector_offline","message":"inspector --offline: '
+                + flow.request.host.encode() + b' was not contacted"}}',
+                {"content-type": "application/json", SYNTHETIC_HEADER: "offline"},
+            )
+            flow.metadata["inspector_synthetic"] = "offline"
+
+    def responseheaders(self, flow: http.HTTPFlow):
+        # Stream everything, so SSE events reach the client as they come; keep a copy to record.
+        if flow.response is not None and not flow.response.stream:
+            flow.response.stream = _Tee(ctx.options.inspector_body_limit + 4096)
+
+    def response(self, flow: http.HTTPFlow):
+        self._finish(flow)
+
+    def error(self, flow: http.HTTPFlow):
+        self._finish(flow)
+
+    def done(self):
+        for flow in list(self._open.values()):
+            self._finish(flow, incomplete=True)
+        if self.writer is not None:
+            self.writer.close(ended_at=utc_now(), **self.meta)
+
+    # ------------------------------------------------------------ conversion
+
+    def _finish(self, flow: http.HTTPFlow, incomplete: bool = False) -> None:
+        if self._open.pop(flow.id, None) is None or self.writer is None:
+            return
+        model = self.convert(flow, incomplete)
+        self.writer.write(model)
+        if self.on_flow:
+            self.on_flow(model)
+
+    def convert(self, flow: http.HTTPFlow, incomplete: bool = False) -> Flow:
+        limit = ctx.options.inspector_body_limit
+        rd = self.redactor
+        req = flow.request
+        request = Request(
+            method=req.method,
+            url=rd.text(req.url),
+            scheme=req.scheme,
+            host=req.host,
+            port=req.port,
+            path=rd.text(req.path),
+            query=rd.query({k: v[0] if len(v) == 1 else v for k, v in ((k, req.query.get_all(k)) for k in req.query)}),
+            http_version=req.http_version,
+            headers=rd.headers(list(req.headers.items(multi=True))),
+            body=rd.body(_body(req, limit, rd.text)),
+        )
+        response = None
+        resp = flow.response
+        if resp is not None and (resp.timestamp_start or flow.metadata.get("inspector_synthetic")):
+            response = Response(
+                status=resp.status_code,
+                reason=resp.reason,
+                http_version=resp.http_version,
+                headers=rd.headers(list(resp.headers.items(multi=True))),
+                body=rd.body(_body(resp, limit, rd.text)),
+                synthetic=flow.metadata.get("inspector_synthetic"),
+            )
+        start = req.timestamp_start
+        end = (resp.timestamp_end if resp and resp.timestamp_end else None) or (
+            flow.error.timestamp if flow.error else None) or time.time()
+        model = Flow(
+            id=flow.metadata.get("inspector_id", 0),
+            started_at=iso(start),
+            request=request,
+            response=response,
+            error=rd.text(flow.error.msg) if flow.error else None,
+            duration_ms=round((end - start) * 1000, 1),
+            ttfb_ms=round((resp.timestamp_start - start) * 1000, 1) if resp and resp.timestamp_start else None,
+            via=flow.metadata.get("inspector_via")
+            or ("reverse" if isinstance(flow.client_conn.proxy_mode, mode_specs.ReverseMode) else "proxy"),
+            incomplete=incomplete,
+        )
+        model.flags = flags_for(model, self.rules)
+        return model
+
+
+def _body(message: http.Message, limit: int, scrub: Callable[[str], str]) -> dict | None:
+    """The capture form of a request or response body, decoded when it was compressed."""
+    ctype = message.headers.get("content-type")
+    tee = message.stream if isinstance(message.stream, _Tee) else None
+    raw = tee.content() if tee else (message.raw_content or b"")
+    size, sha = (tee.size, tee.sha.hexdigest()) if tee else (None, None)
+    enc = message.headers.get("content-encoding", "").strip().lower()
+    decoded_from = None
+    if enc and enc != "identity" and raw and (tee is None or tee.size <= tee.kept):
+        try:
+            raw = encoding.decode(raw, enc)
+            decoded_from, size, sha = enc, None, None
+        except (ValueError, TypeError):
+            pass
+    return make_body(raw, ctype, limit, scrub, size=size, sha256=sha, decoded_from=decoded_from)
+
+
+RELEVANT_ENV_WORDS = ("PROXY", "ANTHROPIC", "CLAUDE", "KEY", "TOKEN", "SECRET", "PASSWORD", "CA_CERT",
+                      "CA_BUNDLE", "SSL_CERT", "NODE_OPTIONS", "NODE_USE_ENV_PROXY")
+
+
+def is_relevant_env(name: str) -> bool:
+    """Env vars worth keeping in a capture's meta: proxy, auth, TLS trust and Anthropic settings."""
+    upper = name.upper()
+    return any(word in upper for word in RELEVANT_ENV_WORDS)

@@ -1,0 +1,116 @@
+"""The command line: parse, call the library, return an exit code."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+
+import click
+
+from . import __version__
+from .model import InspectorError
+
+EXIT_ERROR = 2
+
+
+def fail(message: str, code: int = EXIT_ERROR):
+    click.echo(f"inspector: error: {message}", err=True)
+    sys.exit(code)
+
+
+def one_line_errors(default_code: int = EXIT_ERROR):
+    """Turn InspectorError and Ctrl-C into a one-line message and an exit code, never a traceback."""
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def inner(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except InspectorError as e:
+                fail(str(e), e.exit_code if e.exit_code is not None else default_code)
+            except KeyboardInterrupt:
+                fail("interrupted", 130)
+
+        return inner
+
+    return wrap
+
+
+class Size(click.ParamType):
+    name = "size"
+    units = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().lower().removesuffix("b").removesuffix("i")
+        unit = text[-1:] if text[-1:] in self.units else ""
+        try:
+            return int(float(text[: len(text) - len(unit)]) * self.units[unit])
+        except ValueError:
+            self.fail(f"{value!r} is not a size; use e.g. 1048576, 512k or 1m", param, ctx)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="inspector")
+def main():
+    """Record, flag, diff and replay the HTTP(S) traffic of another program."""
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("--base-url", metavar="URL",
+              help="The base URL the command should talk to. Default: the command's ANTHROPIC_BASE_URL.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Capture file. Default: captures/<UTC timestamp>-<command>.yaml.")
+@click.option("--offline", is_flag=True,
+              help="Never dial a host that is not loopback; answer it locally with a synthetic 502.")
+@click.option("--body-limit", type=Size(), default="1m", show_default=True,
+              help="Truncate bodies above this size (the full size and sha256 are kept).")
+@click.option("--no-redact", is_flag=True, help="Keep secrets in the capture. Unsafe to share; prints a warning.")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@one_line_errors(default_code=125)
+def record(base_url, output, offline, body_limit, no_redact, command):
+    """Run COMMAND behind an embedded mitmproxy and write a flagged, redacted capture.
+
+    \b
+    Example:
+      inspector record -- claude -p "hi"
+    Exit code: the command's own; 125 if inspector failed, 126/127 if the command
+    cannot run or was not found.
+    """
+    from .record import RecordOptions
+    from .record import record as run_record
+
+    if no_redact:
+        click.echo("inspector: warning: --no-redact: the capture will hold secrets in clear text; "
+                   "do not share it", err=True)
+    opts = RecordOptions(command=command, base_url=base_url, output=output, offline=offline,
+                         body_limit=body_limit, redact=not no_redact, env=dict(os.environ))
+    sys.exit(run_record(opts))
+
+
+@main.command("fake-upstream")
+@click.option("--port", type=int, default=8765, show_default=True, help="Port on 127.0.0.1 (0 picks a free one).")
+@click.option("--require-auth", type=click.Choice(["any", "bearer", "x-api-key", "none"]), default="any",
+              show_default=True, help="Which credential header /v1/* requires.")
+@click.option("--key", metavar="K", help="Accept only this key (default: any non-empty one).")
+@click.option("--waf-max-body", type=Size(), metavar="SIZE",
+              help="Play a WAF in front of the API: bodies larger than SIZE get nginx's HTML 403.")
+@click.option("--pause-after-first-event", type=float, default=0.0, metavar="SECONDS",
+              help="In SSE replies, pause this long after the first event.")
+@one_line_errors()
+def fake_upstream(port, require_auth, key, waf_max_body, pause_after_first_event):
+    """Serve a local Anthropic-compatible API: /v1/messages (JSON and SSE), count_tokens, /v1/models, HEAD /."""
+    from .fake_upstream import FakeUpstream, UpstreamConfig
+
+    try:
+        server = FakeUpstream(UpstreamConfig(port, require_auth, key, waf_max_body, pause_after_first_event))
+    except OSError as e:
+        raise InspectorError(f"cannot listen on 127.0.0.1:{port}: {e.strerror}; pick another --port") from None
+    click.echo(f"fake upstream listening on {server.url}", err=False)
+    sys.stdout.flush()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass

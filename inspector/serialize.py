@@ -1,0 +1,137 @@
+"""The capture file: versioned YAML, written flow by flow so a crash never loses a finished flow.
+
+While recording, the file is always valid YAML: `format`, `meta` (with `complete: false`)
+and the `flows:` list, to which each finished flow is appended. On close, the whole file is
+rewritten atomically with the final `meta` and a `summary`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from .flags import Summary, summarize
+from .model import Flow, InspectorError, flow_from_dict, flow_to_dict
+
+FORMAT = "inspector-capture/1"
+FORMAT_PREFIX = "inspector-capture/"
+
+Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BaseDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+class Dumper(_BaseDumper):
+    pass
+
+
+def _represent_str(dumper, value: str):
+    # Multi-line text (prompts, HTML error pages) reads best as a literal block.
+    style = "|" if "\n" in value and len(value) < 100_000 else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+Dumper.add_representer(str, _represent_str)
+
+
+def dump_yaml(data) -> str:
+    return yaml.dump(data, Dumper=Dumper, sort_keys=False, allow_unicode=True, width=100)
+
+
+@dataclass
+class Capture:
+    meta: dict
+    flows: list[Flow]
+    summary: dict
+    format: str = FORMAT
+
+    def to_dict(self) -> dict:
+        return {"format": self.format, "meta": self.meta,
+                "flows": [flow_to_dict(f) for f in self.flows], "summary": self.summary}
+
+
+def load_capture(path: str | os.PathLike) -> Capture:
+    """Read a capture file back into the model; every failure is a one-line InspectorError."""
+    try:
+        with open(path, "rb") as fh:
+            data = yaml.load(fh, Loader=Loader)
+    except OSError as e:
+        raise InspectorError(f"cannot read {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise InspectorError(f"{path} is not valid YAML{where}; was it cut short? "
+                             "Record it again, or repair the last flow by hand") from None
+    return capture_from_dict(data, str(path))
+
+
+def capture_from_dict(data, name: str = "capture") -> Capture:
+    fmt = data.get("format") if isinstance(data, dict) else None
+    if not isinstance(fmt, str) or not fmt.startswith(FORMAT_PREFIX):
+        raise InspectorError(f"{name} is not an inspector capture (no 'format: {FORMAT}' line); "
+                             "make one with `inspector record`")
+    if fmt != FORMAT:
+        raise InspectorError(f"{name} has format {fmt}, but this inspector reads {FORMAT}; "
+                             "install the inspector version that wrote it, or a newer one")
+    try:
+        flows = [flow_from_dict(f) for f in data.get("flows") or []]
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise InspectorError(f"{name} has a malformed flow ({type(e).__name__}: {e}); "
+                             "was it edited by hand? Record it again") from None
+    return Capture(meta=data.get("meta") or {}, flows=flows, summary=data.get("summary") or summarize(flows))
+
+
+def write_capture(capture: Capture, path: str | os.PathLike) -> None:
+    """Write a whole capture atomically (mode 0600)."""
+    tmp = Path(f"{path}.tmp")
+    with _open_private(tmp) as fh:
+        fh.write(dump_yaml(capture.to_dict()))
+    os.replace(tmp, path)
+
+
+def _open_private(path: Path, mode: str = "w"):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    return os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8")
+
+
+class CaptureWriter:
+    """Appends flows to a capture as they finish; `close` rewrites it complete, atomically."""
+
+    def __init__(self, path: str | os.PathLike, meta: dict):
+        self.path = Path(path)
+        self.meta = dict(meta, complete=False)
+        self.summary = Summary()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = _open_private(self.path)
+        self._fh.write(dump_yaml({"format": FORMAT, "meta": self.meta}))
+        self._fh.write("flows:\n")
+        self._fh.flush()
+        self._flows_at = self._fh.tell()
+        self.closed = False
+
+    def write(self, flow: Flow) -> None:
+        self.summary.add(flow)
+        # One write per flow, flushed, so a killed process leaves whole flows behind.
+        self._fh.write(dump_yaml([flow_to_dict(flow)]))
+        self._fh.flush()
+
+    def close(self, **meta_updates) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._fh.close()
+        self.meta.update(meta_updates, complete=True)
+        tmp = Path(f"{self.path}.tmp")
+        with _open_private(tmp, "wb") as out, open(self.path, "rb") as journal:
+            out.write(dump_yaml({"format": FORMAT, "meta": self.meta}).encode())
+            journal.seek(self._flows_at)
+            if self.summary.flows:
+                out.write(b"flows:\n")
+                shutil.copyfileobj(journal, out)
+            else:
+                out.write(b"flows: []\n")
+            out.write(dump_yaml({"summary": self.summary.as_dict()}).encode())
+        os.replace(tmp, self.path)
