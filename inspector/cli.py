@@ -90,6 +90,28 @@ def record(base_url, output, offline, body_limit, no_redact, command):
     sys.exit(run_record(opts))
 
 
+@main.command()
+@click.argument("capture", type=click.Path(dir_okay=False))
+@click.option("--fail-on", type=click.Choice(["info", "warning", "error"]), default="warning", show_default=True,
+              help="Lowest flag severity that fails the check.")
+@click.option("--allow-host", "allow_hosts", multiple=True, metavar="HOST",
+              help="A host that may be called besides the base URL (silences off-base-host and credential-leak "
+                   "for it). Repeatable; HOST or HOST:PORT.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="Output format.")
+@one_line_errors()
+def check(capture, fail_on, allow_hosts, fmt):
+    """Exit 1 if CAPTURE has flags at or above --fail-on (after --allow-host), else 0; print why."""
+    from . import check as gate
+    from .serialize import load_capture
+
+    cap = load_capture(capture)
+    found = gate.findings(cap, fail_on, allow_hosts)
+    out = gate.render_json(capture, found, fail_on) if fmt == "json" else gate.render_text(capture, cap, found, fail_on)
+    click.echo(out, nl=False)
+    sys.exit(1 if found else 0)
+
+
 @main.command("fake-upstream")
 @click.option("--port", type=int, default=8765, show_default=True, help="Port on 127.0.0.1 (0 picks a free one).")
 @click.option("--require-auth", type=click.Choice(["any", "bearer", "x-api-key", "none"]), default="any",

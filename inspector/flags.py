@@ -119,11 +119,14 @@ def flag_http_error(flow: Flow, ctx: RuleContext) -> Flag | None:
     return Flag("http-error", severity, f"HTTP {s.status}, answered by {who}. {advice}")
 
 
-NO_RESPONSE_ADVICE = [
-    (("refused",), "Nothing listens there: check the host and port."),
-    (("name", "resolve", "getaddrinfo", "dns"), "The host name did not resolve: check it, or the DNS of this network."),
-    (("tls", "ssl", "certificate", "handshake"), "TLS failed: check the server's certificate or a proxy in between."),
-    (("timeout", "timed out"), "The server did not answer in time."),
+NO_RESPONSE_KINDS = [  # (words in the error, kind, advice)
+    (("refused", "errno 111", "connect call failed"), "connection refused",
+     "Nothing listens there: check the host and port."),
+    (("name or service", "resolution", "resolve", "getaddrinfo", "nodename"), "DNS failure",
+     "The host name did not resolve: check it, or this network's DNS."),
+    (("tls", "ssl", "certificate", "handshake"), "TLS failure",
+     "Check the server's certificate, or a proxy that intercepts TLS."),
+    (("timeout", "timed out"), "timeout", "The server did not answer in time."),
 ]
 
 
@@ -131,9 +134,9 @@ def flag_no_response(flow: Flow, ctx: RuleContext) -> Flag | None:
     if flow.response is not None or not flow.error:
         return None
     low = flow.error.lower()
-    advice = next((a for words, a in NO_RESPONSE_ADVICE if any(w in low for w in words)),
-                  "The connection ended without a response.")
-    return Flag("no-response", "error", f"No response: {flow.error}. {advice}")
+    kind, advice = next(((k, a) for words, k, a in NO_RESPONSE_KINDS if any(w in low for w in words)),
+                        ("connection closed", "The connection ended without a response."))
+    return Flag("no-response", "error", f"No response ({kind}): {flow.error}. {advice}")
 
 
 RULES: tuple[Callable[[Flow, RuleContext], Flag | None], ...] = (
@@ -186,4 +189,4 @@ class Summary:
     def line(self) -> str:
         hosts = ", ".join(f"{h} ×{n}" for h, n in self.by_host.items()) or "no hosts"
         flags = ", ".join(f"{c} ×{n}" for c, n in self.by_flag.items()) or "none"
-        return f"{self.flows} flows ({hosts}); flags: {flags}"
+        return f"{self.flows} flow{'' if self.flows == 1 else 's'} ({hosts}); flags: {flags}"
