@@ -22,7 +22,7 @@ from mitmproxy.proxy import mode_specs
 
 from . import __version__
 from .flags import RuleContext, flags_for
-from .model import Flow, InspectorError, Origin, Request, Response, is_loopback, make_body
+from .model import Flow, InspectorError, Origin, Request, Response, is_loopback, make_body, multi_dict
 from .redact import Redactor, is_secret_name, secrets_from_env
 from .serialize import CaptureWriter
 
@@ -209,7 +209,7 @@ class Recorder:
             host=req.host,
             port=req.port,
             path=rd.text(req.path),
-            query=rd.query({k: v[0] if len(v) == 1 else v for k, v in ((k, req.query.get_all(k)) for k in req.query)}),
+            query=rd.query(multi_dict(req.query.items(multi=True))),
             http_version=req.http_version,
             headers=rd.headers(list(req.headers.items(multi=True))),
             body=rd.body(_body(req, limit, rd.text)),

@@ -9,7 +9,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 Headers = list[tuple[str, str]]
 SEVERITIES = ("info", "warning", "error")
@@ -225,6 +225,8 @@ def make_body(
         text = scrub(text)
         if "event-stream" in ctype:
             body["events"] = parse_sse(text[:limit], drop_partial=truncated)
+        elif not truncated and "x-www-form-urlencoded" in ctype:
+            body["form"] = multi_dict(parse_qsl(text, keep_blank_values=True))
         elif not truncated and _looks_json(ctype, text):
             try:
                 body["json"] = json.loads(text)
@@ -235,6 +237,17 @@ def make_body(
     if truncated:
         body["truncated"] = True
     return body
+
+
+def multi_dict(pairs) -> dict:
+    """Query or form pairs as a mapping; a name given more than once maps to a list."""
+    out: dict = {}
+    for k, v in pairs:
+        if k in out:
+            out[k] = (out[k] if isinstance(out[k], list) else [out[k]]) + [v]
+        else:
+            out[k] = v
+    return out
 
 
 def _looks_json(ctype: str, text: str) -> bool:

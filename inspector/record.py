@@ -95,7 +95,7 @@ def record(opts: RecordOptions, stderr: TextIO = sys.stderr) -> int:
     redactor = Redactor(secrets_from_env(env), enabled=opts.redact)
     status = StatusLine(stderr)
     recorder = Recorder(env=env, on_flow=status,
-                        meta={"command": [redactor.text(a) for a in opts.command], "exit_code": None})
+                        meta={"command": redactor.command(list(opts.command)), "exit_code": None})
     proxy = EmbeddedProxy(recorder, base, {
         "inspector_base_url": base.url if base else "",
         "inspector_output": str(output),

@@ -30,6 +30,9 @@ KEY_SHAPES = [
     re.compile(r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_\-]{16,}"),
     re.compile(r"(?<![A-Za-z0-9_\-])eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}"),
 ]
+# `password=...` and `"api_key": "..."` in free text: command lines, form echoes, logs.
+ASSIGNMENT = re.compile(r"""(?ix)(?P<pre>\b[\w.-]*(?:api[_-]?key|token(?!s)|secret|passw(?:or)?d|credential)[\w.-]*
+                        ["']?\s*[:=]\s*["']?)(?P<val>[^\s"'&,;<>]{8,})""")
 USERINFO = re.compile(r"(?P<pre>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^:@/\s]*:)(?P<pw>[^@/\s]+)(?=@)")
 PLACEHOLDER = re.compile(r"<redacted sha256:(?P<fp>[0-9a-f]{8}) len=(?P<len>\d+)(?: from=(?P<src>[A-Za-z0-9_]+))?>")
 
@@ -113,7 +116,17 @@ class Redactor:
             s = self._env_re.sub(lambda m: self._replacement[m.group()], s)
         for shape in KEY_SHAPES:
             s = shape.sub(lambda m: self.secret(m.group()), s)
+        s = ASSIGNMENT.sub(lambda m: m.group("pre") + self.secret(m.group("val")), s)
         return USERINFO.sub(lambda m: m.group("pre") + self.secret(m.group("pw")), s)
+
+    def command(self, argv) -> list[str]:
+        """A command line; the value after a secret-named option (`--api-key K`) is a secret too."""
+        out = []
+        for i, arg in enumerate(argv):
+            prev = argv[i - 1] if i else ""
+            secret_option = prev.startswith("-") and "=" not in prev and is_secret_name(prev.lstrip("-"))
+            out.append(self.secret(arg) if secret_option else self.text(arg))
+        return out
 
     def header(self, name: str, value: str) -> str:
         if not self.enabled:
@@ -161,4 +174,6 @@ class Redactor:
     def body(self, body: dict | None) -> dict | None:
         if body and "json" in body:
             body["json"] = self.json(body["json"])
+        if body and "form" in body:
+            body["form"] = self.query(body["form"])
         return body
