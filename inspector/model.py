@@ -225,13 +225,10 @@ def make_body(
         text = scrub(text)
         if "event-stream" in ctype:
             body["events"] = parse_sse(text[:limit], drop_partial=truncated)
+        elif not truncated and (parsed := _parse_json(ctype, text)) is not None:
+            body["json"] = parsed
         elif not truncated and "x-www-form-urlencoded" in ctype:
             body["form"] = multi_dict(parse_qsl(text, keep_blank_values=True))
-        elif not truncated and _looks_json(ctype, text):
-            try:
-                body["json"] = json.loads(text)
-            except ValueError:
-                body["text"] = text
         else:
             body["text"] = text[:limit]
     if truncated:
@@ -250,8 +247,14 @@ def multi_dict(pairs) -> dict:
     return out
 
 
-def _looks_json(ctype: str, text: str) -> bool:
-    return "json" in ctype or text.lstrip()[:1] in ("{", "[")
+def _parse_json(ctype: str, text: str):
+    """The parsed body when it is JSON (by content type or by its first character), else None."""
+    if "json" not in ctype and text.lstrip()[:1] not in ("{", "["):
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
 
 
 def parse_sse(text: str, drop_partial: bool = False) -> list[dict]:
