@@ -174,6 +174,8 @@ class Recorder:
     def responseheaders(self, flow: http.HTTPFlow):
         # Stream everything, so SSE events reach the client as they come; keep a copy to record.
         if flow.response is not None and not flow.response.stream:
+            # Keep a little past the limit: secrets are scrubbed before the cut, so one that
+            # crosses the limit is still seen whole and replaced.
             flow.response.stream = _Tee(ctx.options.inspector_body_limit + 4096)
 
     def response(self, flow: http.HTTPFlow):

@@ -213,10 +213,7 @@ def make_body(
         body["decoded_from"] = decoded_from
     truncated = body["size"] > limit or len(data) > limit
     ctype = (content_type or "").lower()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        text = None
+    text = _utf8(data, cut=truncated)
     if text is None:
         # latin-1 maps bytes to code points one to one, so scrubbing cannot corrupt the binary.
         kept = scrub(data.decode("latin-1")).encode("latin-1")[:limit]
@@ -234,6 +231,16 @@ def make_body(
     if truncated:
         body["truncated"] = True
     return body
+
+
+def _utf8(data: bytes, cut: bool) -> str | None:
+    """The text of a UTF-8 body, or None if it is binary. A cut body may end inside a character."""
+    for end in range(len(data), max(len(data) - 4, -1) if cut else len(data) - 1, -1):
+        try:
+            return data[:end].decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+    return None
 
 
 def multi_dict(pairs) -> dict:

@@ -47,10 +47,9 @@ class _LogCollector(logging.Handler):
         self.warnings: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.levelno >= logging.ERROR:
-            self.errors.append(record.getMessage())
-        elif record.levelno >= logging.WARNING:
-            self.warnings.append(record.getMessage())
+        kept = self.errors if record.levelno >= logging.ERROR else self.warnings
+        if record.levelno >= logging.WARNING and len(kept) < 100:  # bounded: sessions can be long
+            kept.append(record.getMessage())
 
 
 class _Ready:

@@ -93,3 +93,9 @@ def test_sse_events_round_trip():
     events = parse_sse(raw.decode())
     assert events == [{"event": "a", "data": {"x": 1}}, {"event": "b", "data": "not json"}]
     assert parse_sse(sse_bytes(events).decode()) == events
+
+
+def test_text_cut_inside_a_multibyte_character_stays_text():
+    data = ("é" * 100).encode()  # 2 bytes a character; a stream copy is cut at a byte count
+    body = make_body(data[:51], "text/plain", 51, size=len(data))
+    assert body["truncated"] is True and body["text"] == "é" * 25 and body["size"] == 200
