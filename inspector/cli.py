@@ -112,6 +112,66 @@ def check(capture, fail_on, allow_hosts, fmt):
     sys.exit(1 if found else 0)
 
 
+@main.group()
+def proxy():
+    """Record as a background session that other processes join through their environment."""
+
+
+state_dir_option = click.option("--state-dir", type=click.Path(file_okay=False), metavar="DIR",
+                                help="Where the session keeps its state; one session per directory. "
+                                     "Default: $INSPECTOR_STATE_DIR, else ~/.local/state/inspector.")
+
+
+@proxy.command("start")
+@state_dir_option
+@click.option("--base-url", metavar="URL", help="The base URL clients should talk to. Default: $ANTHROPIC_BASE_URL.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Capture file. Default: captures/<UTC timestamp>-session.yaml.")
+@click.option("--offline", is_flag=True, help="Never dial a host that is not loopback (as for record).")
+@click.option("--body-limit", type=Size(), default="1m", show_default=True, help="Truncate bodies above this size.")
+@click.option("--no-redact", is_flag=True, help="Keep secrets in the capture. Unsafe to share; prints a warning.")
+@click.option("--env-file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Append the environment as KEY=VALUE lines to FILE (e.g. \"$GITHUB_ENV\") instead of "
+                   "printing export lines.")
+@one_line_errors()
+def proxy_start(state_dir, base_url, output, offline, body_limit, no_redact, env_file):
+    """Start recording in the background; print the environment other processes need."""
+    from . import session
+
+    if no_redact:
+        click.echo("inspector: warning: --no-redact: the capture will hold secrets in clear text", err=True)
+    info = session.start(session.state_dir(state_dir), base_url, output, offline, body_limit, not no_redact,
+                         dict(os.environ))
+    if env_file:
+        with open(env_file, "a", encoding="utf-8") as fh:
+            fh.write(session.env_lines(info["env"], shell=False))
+    else:
+        click.echo(session.env_lines(info["env"], shell=True), nl=False)
+    click.echo(f"inspector: session started (pid {info['pid']}); capture: {info['output']}", err=True)
+
+
+@proxy.command("stop")
+@state_dir_option
+@one_line_errors()
+def proxy_stop(state_dir):
+    """Stop the session, finish its capture and print the summary."""
+    from . import session
+
+    click.echo(session.stop(session.state_dir(state_dir)), err=True)
+
+
+@proxy.command("status")
+@state_dir_option
+@one_line_errors()
+def proxy_status(state_dir):
+    """Show the session's flows and flags so far; exit 1 if none is running."""
+    from . import session
+
+    line, running = session.status(session.state_dir(state_dir))
+    click.echo(line)
+    sys.exit(0 if running else 1)
+
+
 @main.command("fake-upstream")
 @click.option("--port", type=int, default=8765, show_default=True, help="Port on 127.0.0.1 (0 picks a free one).")
 @click.option("--require-auth", type=click.Choice(["any", "bearer", "x-api-key", "none"]), default="any",
@@ -136,3 +196,32 @@ def fake_upstream(port, require_auth, key, waf_max_body, pause_after_first_event
         server.serve_forever()
     except KeyboardInterrupt:
         pass
+
+
+@main.command("diff")
+@click.argument("base", metavar="BASE")
+@click.argument("other", metavar="OTHER")
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text",
+              show_default=True, help="text for a terminal, markdown for a GitHub issue, json for scripts.")
+@click.option("--ignore-header", "ignore_headers", multiple=True, metavar="NAME",
+              help="Do not compare this request header (repeatable); per-run ids and dates are ignored already.")
+@click.option("--bodies", type=click.Choice(["summary", "full"]), default="summary", show_default=True,
+              help="summary: long text and prompts by size and sha256; full: changed body values in full.")
+@click.option("--color/--no-color", default=None, help="Colour the text output. Default: only on a terminal.")
+@one_line_errors()
+def diff(base, other, fmt, ignore_headers, bodies, color):
+    """Compare two captures; the first lines rank what could explain why one run failed.
+
+    \b
+    Example:
+      inspector diff captures/sdk.yaml captures/agent.yaml
+    Exit code: 0 no meaningful difference, 1 differences, 2 error.
+    """
+    from .diff import DiffOptions, diff_files
+    from .diff_render import render
+
+    opts = DiffOptions(ignore_headers=frozenset(h.lower() for h in ignore_headers), bodies=bodies)
+    report = diff_files(base, other, opts)
+    colour = sys.stdout.isatty() if color is None else color
+    click.echo(render(report, fmt, color=colour and fmt == "text"), nl=False, color=colour)
+    sys.exit(1 if report["different"] else 0)

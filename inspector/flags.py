@@ -155,10 +155,7 @@ def flags_for(flow: Flow, ctx: RuleContext) -> list[Flag]:
 
 def summarize(flows: Iterable[Flow]) -> dict:
     """Counts by host, status and flag code."""
-    summary = Summary()
-    for flow in flows:
-        summary.add(flow)
-    return summary.as_dict()
+    return Summary.of(flows).as_dict()
 
 
 class Summary:
@@ -169,6 +166,13 @@ class Summary:
         self.by_host: dict[str, int] = {}
         self.by_status: dict[str, int] = {}
         self.by_flag: dict[str, int] = {}
+
+    @classmethod
+    def of(cls, flows: Iterable[Flow]) -> Summary:
+        summary = cls()
+        for flow in flows:
+            summary.add(flow)
+        return summary
 
     def add(self, flow: Flow) -> None:
         self.flows += 1
