@@ -52,10 +52,14 @@ class Size(click.ParamType):
             self.fail(f"{value!r} is not a size; use e.g. 1048576, 512k or 1m", param, ctx)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "INSPECTOR"})
 @click.version_option(__version__, prog_name="inspector")
 def main():
-    """Record, flag, diff and replay the HTTP(S) traffic of another program."""
+    """Record, flag, diff and replay the HTTP(S) traffic of another program.
+
+    Every option can also be set in the environment as INSPECTOR_<COMMAND>_<OPTION>,
+    e.g. INSPECTOR_RECORD_OFFLINE=1 or INSPECTOR_PROXY_START_BASE_URL=https://gateway.example.
+    """
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
