@@ -7,14 +7,16 @@ in offline mode, and hands each finished flow to the writer.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
+import resource
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 
-from mitmproxy import ctx, exceptions, http
+from mitmproxy import ctx, exceptions, http, tls
 from mitmproxy import version as mitmproxy_version
 from mitmproxy.net import encoding
 from mitmproxy.net.http import url
@@ -179,23 +181,46 @@ class Recorder:
             flow.response.stream = _Tee(ctx.options.inspector_body_limit + 4096)
 
     def response(self, flow: http.HTTPFlow):
+        if flow.websocket is None:  # a WebSocket flow is finished when its connection ends
+            self._finish(flow)
+
+    def websocket_end(self, flow: http.HTTPFlow):
         self._finish(flow)
 
     def error(self, flow: http.HTTPFlow):
         self._finish(flow)
 
+    def tls_failed_client(self, data: tls.TlsData):
+        """The child refused our certificate: record the attempt, so the capture can say why."""
+        host = data.conn.sni or (data.context.server.address or ("unknown", 0))[0]
+        port = (data.context.server.address or (host, 443))[1]
+        self._seq += 1
+        request = Request("CONNECT", f"https://{host}:{port}", "https", host, port, "", {}, "", [])
+        model = Flow(id=self._seq, started_at=iso(data.conn.timestamp_start or time.time()), request=request,
+                     error=f"client TLS handshake failed: {data.conn.error or 'unknown error'}",
+                     via="reverse" if isinstance(data.context.client.proxy_mode, mode_specs.ReverseMode) else "proxy")
+        self._write(model)
+
     def done(self):
         for flow in list(self._open.values()):
             self._finish(flow, incomplete=True)
         if self.writer is not None:
-            self.writer.close(ended_at=utc_now(), **self.meta)
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+            self.writer.close(ended_at=utc_now(), peak_rss_mb=round(peak, 1), **self.meta)
 
     # ------------------------------------------------------------ conversion
 
     def _finish(self, flow: http.HTTPFlow, incomplete: bool = False) -> None:
-        if self._open.pop(flow.id, None) is None or self.writer is None:
+        if self._open.pop(flow.id, None) is None:
             return
-        model = self.convert(flow, incomplete)
+        # A response that started but never ended (the run stopped, or a peer hung up mid-stream).
+        incomplete = incomplete or (flow.response is not None and not flow.response.timestamp_end)
+        self._write(self.convert(flow, incomplete))
+
+    def _write(self, model: Flow) -> None:
+        if self.writer is None:
+            return
+        model.flags = flags_for(model, self.rules)
         self.writer.write(model)
         if self.on_flow:
             self.on_flow(model)
@@ -241,9 +266,18 @@ class Recorder:
             via=flow.metadata.get("inspector_via")
             or ("reverse" if isinstance(flow.client_conn.proxy_mode, mode_specs.ReverseMode) else "proxy"),
             incomplete=incomplete,
+            websocket=[_ws_message(m, rd.text) for m in flow.websocket.messages] if flow.websocket else None,
         )
-        model.flags = flags_for(model, self.rules)
         return model
+
+
+def _ws_message(message, scrub: Callable[[str], str]) -> dict:
+    out = {"from": "client" if message.from_client else "server", "at": iso(message.timestamp)}
+    if message.is_text:
+        out["text"] = scrub(message.text)
+    else:
+        out["base64"] = base64.b64encode(scrub(message.content.decode("latin-1")).encode("latin-1")).decode()
+    return out
 
 
 def _body(message: http.Message, limit: int, scrub: Callable[[str], str]) -> dict | None:

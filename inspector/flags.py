@@ -130,8 +130,22 @@ NO_RESPONSE_KINDS = [  # (words in the error, kind, advice)
 ]
 
 
+def _tls_refused(flow: Flow) -> bool:
+    return flow.request.method == "CONNECT" and (flow.error or "").startswith("client TLS handshake failed")
+
+
+def flag_tls_untrusted(flow: Flow, ctx: RuleContext) -> Flag | None:
+    if not _tls_refused(flow):
+        return None
+    return Flag("tls-untrusted", "error",
+                f"The client refused inspector's certificate for {flow.request.host}, so none of its requests "
+                "there could be recorded. Its runtime needs inspector's CA: NODE_EXTRA_CA_CERTS for Node and "
+                "Bun, SSL_CERT_FILE or REQUESTS_CA_BUNDLE for Python, CURL_CA_BUNDLE for curl, "
+                "--cacert for curl with its own CA file. A client that pins certificates cannot be recorded.")
+
+
 def flag_no_response(flow: Flow, ctx: RuleContext) -> Flag | None:
-    if flow.response is not None or not flow.error:
+    if flow.response is not None or not flow.error or _tls_refused(flow):
         return None
     low = flow.error.lower()
     kind, advice = next(((k, a) for words, k, a in NO_RESPONSE_KINDS if any(w in low for w in words)),
@@ -146,6 +160,7 @@ RULES: tuple[Callable[[Flow, RuleContext], Flag | None], ...] = (
     flag_auth_conflict,
     flag_http_error,
     flag_no_response,
+    flag_tls_untrusted,
 )
 
 

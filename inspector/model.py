@@ -120,6 +120,7 @@ class Flow:
     via: str = "proxy"  # "proxy" (HTTP(S)_PROXY) or "reverse" (the base-URL listener)
     flags: list[Flag] = field(default_factory=list)
     incomplete: bool = False
+    websocket: list[dict] | None = None  # messages, when the flow became a WebSocket
 
     @property
     def status(self) -> int | None:
@@ -159,6 +160,8 @@ def flow_to_dict(flow: Flow) -> dict:
         if s.synthetic:
             d["response"]["synthetic"] = s.synthetic
     d["error"] = flow.error
+    if flow.websocket is not None:
+        d["websocket"] = flow.websocket
     return d
 
 
@@ -179,7 +182,7 @@ def flow_from_dict(d: dict) -> Flow:
         id=d["id"], started_at=d["started_at"], request=request, response=response,
         error=d.get("error"), duration_ms=d.get("duration_ms"), ttfb_ms=d.get("ttfb_ms"),
         via=d.get("via", "proxy"), flags=[Flag(**f) for f in d.get("flags") or []],
-        incomplete=bool(d.get("incomplete")),
+        incomplete=bool(d.get("incomplete")), websocket=d.get("websocket"),
     )
 
 

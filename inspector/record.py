@@ -130,16 +130,19 @@ def run_child(argv: list[str], env: dict[str, str]) -> int:
         child = subprocess.Popen(argv, env=env, process_group=0 if tty is not None else None)
     except OSError as e:
         raise InspectorError(f"cannot run {argv[0]!r}: {e.strerror}", EXIT_NOT_EXECUTABLE) from None
-    previous = {sig: signal.signal(sig, lambda s, _f: _forward(child, s)) for sig in FORWARDED_SIGNALS}
+    received = []
+
+    def forward(sig, _frame):
+        # A child that ignores two signals is killed by the third, so Ctrl-C always ends a run.
+        received.append(sig)
+        if child.poll() is None:
+            child.send_signal(signal.SIGKILL if len(received) >= 3 else sig)
+
+    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED_SIGNALS}
     if tty is not None:
         _give_terminal(tty, child.pid)
     try:
-        while True:
-            try:
-                code = child.wait()
-                break
-            except InterruptedError:  # pragma: no cover - PEP 475 retries, kept for clarity
-                continue
+        code = child.wait()
     finally:
         if tty is not None:
             _give_terminal(tty, os.getpgrp())
@@ -147,11 +150,6 @@ def run_child(argv: list[str], env: dict[str, str]) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 128 - code if code < 0 else code
-
-
-def _forward(child: subprocess.Popen, sig: int) -> None:
-    if child.poll() is None:
-        child.send_signal(sig)
 
 
 def _controlling_tty() -> int | None:
