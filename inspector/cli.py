@@ -176,6 +176,44 @@ def proxy_status(state_dir):
     sys.exit(0 if running else 1)
 
 
+@main.command()
+@click.argument("capture", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["markdown", "har", "mitm"]), default="markdown",
+              show_default=True, help="markdown: a bug report to paste into an issue; har: HAR 1.2 for browser "
+                                      "devtools; mitm: a mitmproxy flow file for `mitmweb -r`.")
+@click.option("-o", "--output", metavar="FILE",
+              help="Where to write ('-' is stdout). Default: stdout for markdown; CAPTURE with a .har or .mitm "
+                   "suffix, next to it, for the others.")
+@one_line_errors()
+def report(capture, fmt, output):
+    """Turn CAPTURE into a redacted bug report, a HAR file or a mitmproxy flow file."""
+    from . import report as reports
+    from .serialize import load_capture
+
+    cap = load_capture(capture)
+    if cap.meta.get("redacted") is False:
+        click.echo(f"inspector: warning: {capture} was recorded with --no-redact; the report hides key-shaped "
+                   "values and the secrets in its meta.env, but read it before you share it", err=True)
+    data = reports.render(cap, fmt, source=capture)
+    target = reports.default_output(capture, fmt, output)
+    if target is None:
+        if fmt == "mitm" and sys.stdout.isatty():
+            raise InspectorError("a mitmproxy flow file is binary; write it with -o FILE, or redirect stdout")
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    else:
+        try:
+            reports.write_private(target, data)
+        except OSError as e:
+            raise InspectorError(f"cannot write {target}: {e.strerror}") from None
+        opens = {"har": "import it in browser devtools (Network tab)", "mitm": f"open it with: mitmweb -r {target}",
+                 "markdown": "paste it into the issue"}[fmt]
+        click.echo(f"inspector: wrote {target} ({len(cap.flows)} flows); {opens}", err=True)
+    if fmt == "markdown" and len(data.decode()) > reports.GITHUB_ISSUE_LIMIT:
+        click.echo(f"inspector: note: the report has {len(data.decode()):,} characters and a GitHub issue takes "
+                   f"{reports.GITHUB_ISSUE_LIMIT:,}; attach it, or the .har, as a file instead", err=True)
+
+
 @main.command("fake-upstream")
 @click.option("--port", type=int, default=8765, show_default=True, help="Port on 127.0.0.1 (0 picks a free one).")
 @click.option("--require-auth", type=click.Choice(["any", "bearer", "x-api-key", "none"]), default="any",
