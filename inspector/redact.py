@@ -30,9 +30,12 @@ KEY_SHAPES = [
     re.compile(r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_\-]{16,}"),
     re.compile(r"(?<![A-Za-z0-9_\-])eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}"),
 ]
-# `password=...` and `"api_key": "..."` in free text: command lines, form echoes, logs.
+# `password=...` and `"api_key": "..."` in free text (also JSON inside JSON): command lines, echoes, logs.
 ASSIGNMENT = re.compile(r"""(?ix)(?P<pre>\b[\w.-]*(?:api[_-]?key|token(?!s)|secret|passw(?:or)?d|credential)[\w.-]*
-                        ["']?\s*[:=]\s*["']?)(?P<val>[^\s"'&,;<>]{8,})""")
+                        \\?["']?\s*[:=]\s*\\?["']?)(?P<val>[^\s"'&,;<>\\]{8,})""")
+# "Bearer xyz" / "Basic xyz" wherever an auth header is quoted: echoed headers, logs, error pages.
+# A digit is required, so prose ("basic functionality") is left alone.
+AUTH_SCHEME = re.compile(r"(?i)(?P<pre>\b(?:bearer|basic)\s+)(?P<val>(?=[A-Za-z+/=._~\-]*[0-9])[A-Za-z0-9+/=._~\-]{8,})")
 USERINFO = re.compile(r"(?P<pre>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^:@/\s]*:)(?P<pw>[^@/\s]+)(?=@)")
 PLACEHOLDER = re.compile(r"<redacted sha256:(?P<fp>[0-9a-f]{8}) len=(?P<len>\d+)(?: from=(?P<src>[A-Za-z0-9_]+))?>")
 
@@ -116,7 +119,8 @@ class Redactor:
             s = self._env_re.sub(lambda m: self._replacement[m.group()], s)
         for shape in KEY_SHAPES:
             s = shape.sub(lambda m: self.secret(m.group()), s)
-        s = ASSIGNMENT.sub(lambda m: m.group("pre") + self.secret(m.group("val")), s)
+        for rule in (ASSIGNMENT, AUTH_SCHEME):
+            s = rule.sub(lambda m: m.group("pre") + self.secret(m.group("val")), s)
         return USERINFO.sub(lambda m: m.group("pre") + self.secret(m.group("pw")), s)
 
     def command(self, argv) -> list[str]:
