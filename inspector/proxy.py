@@ -19,6 +19,7 @@ CA_CERT = "mitmproxy-ca-cert.pem"
 CA_KEY = "mitmproxy-ca.pem"
 CA_BUNDLE = "ca-bundle.pem"
 LISTEN_HOST = "127.0.0.1"
+QUIET_LOGGERS = ("mitmproxy", "asyncio")
 
 
 def config_dir() -> Path:
@@ -91,9 +92,11 @@ class EmbeddedProxy:
         if self.base:
             self.reverse_port = free_port(udp_too=self.base.scheme == "https")
             modes.append(f"reverse:{self.base.scheme}://{self.base.host}:{self.base.port}@{LISTEN_HOST}:{self.reverse_port}")
-        mitm_log = logging.getLogger("mitmproxy")
-        mitm_log.addHandler(self._log)
-        mitm_log.propagate = False
+        # mitmproxy's log, and asyncio's about tasks cut short at shutdown, must not reach the
+        # child's terminal (a traceback there would look like the child's own).
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).addHandler(self._log)
+            logging.getLogger(name).propagate = False
         self._thread = threading.Thread(target=self._run, args=(modes,), name="mitmproxy", daemon=True)
         self._thread.start()
         while not self._ready.event.wait(0.05):
@@ -139,4 +142,5 @@ class EmbeddedProxy:
             self._master.shutdown()
         if self._thread is not None:
             self._thread.join(30)
-        logging.getLogger("mitmproxy").removeHandler(self._log)
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).removeHandler(self._log)
