@@ -425,8 +425,8 @@ def golden_outputs(workdir: Path) -> dict[str, str]:
     sdk_capture(workdir / "sdk.yaml")
     agent_capture(workdir / "agent.yaml")
     cases = {"synthetic": (workdir, "sdk.yaml", "agent.yaml")}
-    if (ROOT / "captures" / "sdk.yaml").exists() and (ROOT / "captures" / "agent.yaml").exists():
-        cases["captures"] = (ROOT, "captures/sdk.yaml", "captures/agent.yaml")
+    if (ROOT / "tests/golden/captures/sdk.yaml").exists() and (ROOT / "tests/golden/captures/agent.yaml").exists():
+        cases["captures"] = (ROOT, "tests/golden/captures/sdk.yaml", "tests/golden/captures/agent.yaml")
     out = {}
     for case, (cwd, base, other) in cases.items():
         for fmt, ext in FORMATS.items():

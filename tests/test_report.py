@@ -44,7 +44,7 @@ def test_golden_files_are_what_the_builders_make(path):
 
 
 def test_cli_markdown_is_the_golden_report_on_stdout():
-    out = report("captures/agent.yaml", cwd=ROOT)
+    out = report("tests/golden/captures/agent.yaml", cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert out.stdout == (regen.HERE / "agent.md").read_bytes() and out.stderr == b""
 
@@ -53,8 +53,8 @@ def test_cli_markdown_is_the_golden_report_on_stdout():
 
 
 def test_agent_report_shows_hosts_flags_and_the_blocked_request_without_the_prompt():
-    cap = load_capture(ROOT / "captures/agent.yaml")
-    md = markdown_report(cap, "captures/agent.yaml")
+    cap = load_capture(ROOT / "tests/golden/captures/agent.yaml")
+    md = markdown_report(cap, "tests/golden/captures/agent.yaml")
     assert "`claude -p hi` exited 1" in md.splitlines()[0]
     assert "| `127.0.0.1:41453` (base URL) | 1 | 403 ×1 | http-error ×1 |" in md
     assert "| `api.anthropic.com:443` | 5 | 502 (offline) ×5 | off-base-host ×5, credential-leak ×4 |" in md
@@ -78,14 +78,14 @@ def test_agent_report_shows_hosts_flags_and_the_blocked_request_without_the_prom
 def test_redaction_placeholders_stay_visible_on_github():
     # GitHub drops an unknown tag such as <redacted ...> from rendered Markdown, unless it is code.
     for name in ("agent", "sdk"):
-        md = markdown_report(load_capture(ROOT / f"captures/{name}.yaml"))
+        md = markdown_report(load_capture(ROOT / f"tests/golden/captures/{name}.yaml"))
         prose = re.sub(r"^(`{3,}).*?^\1$", "", md, flags=re.S | re.M)
         prose = re.sub(r"``.*?``|`[^`\n]*`", "", prose)
         assert "<redacted" in md and "<redacted" not in prose
 
 
 def test_a_working_run_reports_no_failure():
-    md = markdown_report(load_capture(ROOT / "captures/sdk.yaml"))
+    md = markdown_report(load_capture(ROOT / "tests/golden/captures/sdk.yaml"))
     assert "### No request failed" in md and "### Flags\n\nNone" in md
     assert "| `127.0.0.1:41453` (base URL) | 1 | 200 ×1 | — |" in md
     assert "`Anthropic/JS 1.17.0` ×1" in md and "`js 1.17.0 node v20.20.2` ×1" in md
@@ -139,7 +139,7 @@ def test_har_agrees_with_mitmproxys_own_har_export():
     from inspector.export_mitm import to_flows
 
     for name in ("sdk", "agent"):
-        cap = load_capture(ROOT / f"captures/{name}.yaml")
+        cap = load_capture(ROOT / f"tests/golden/captures/{name}.yaml")
         ours, theirs = har(cap)["log"]["entries"], SaveHar().make_har(to_flows(cap))["log"]["entries"]
         assert len(ours) == len(theirs) == len(cap.flows)
         for o, t in zip(ours, theirs):
@@ -269,8 +269,8 @@ def read_with_mitmdump(path: Path, tmp_path: Path) -> list[list]:
 
 
 def test_mitm_file_opens_in_mitmdump_with_statuses_flags_and_bodies(tmp_path):
-    cap = load_capture(ROOT / "captures/agent.yaml")
-    out = report(ROOT / "captures/agent.yaml", "--format", "mitm", "-o", tmp_path / "agent.mitm")
+    cap = load_capture(ROOT / "tests/golden/captures/agent.yaml")
+    out = report(ROOT / "tests/golden/captures/agent.yaml", "--format", "mitm", "-o", tmp_path / "agent.mitm")
     assert out.returncode == 0, out.stderr
     seen = read_with_mitmdump(tmp_path / "agent.mitm", tmp_path)
     assert [s[:3] for s in seen] == [[f.request.method, f.request.url, f.status] for f in cap.flows]
@@ -290,10 +290,10 @@ def test_mitm_file_opens_in_mitmdump_with_statuses_flags_and_bodies(tmp_path):
 
 def test_report_never_overwrites_the_capture_and_pipes_a_flow_file_when_asked(tmp_path):
     capture = tmp_path / "run.yaml"
-    capture.write_bytes((ROOT / "captures/sdk.yaml").read_bytes())
+    capture.write_bytes((ROOT / "tests/golden/captures/sdk.yaml").read_bytes())
     same = report(capture, "--format", "mitm", "-o", capture)
     assert same.returncode == 2 and b"is the capture itself" in same.stderr
-    assert capture.read_bytes() == (ROOT / "captures/sdk.yaml").read_bytes()
+    assert capture.read_bytes() == (ROOT / "tests/golden/captures/sdk.yaml").read_bytes()
     piped = report(capture, "--format", "mitm", "-o", "-")
     assert piped.returncode == 0 and piped.stdout[:1].isdigit()  # tnetstring, straight into a pipe
     bad = report(tmp_path / "missing.yaml")

@@ -3,7 +3,7 @@
     .venv/bin/python tests/golden/regen_diff.py
 
 Writes the diff of the synthetic SDK and Claude Code captures built in tests/test_diff.py, and of
-the committed captures/sdk.yaml and captures/agent.yaml when they exist, in text, Markdown and JSON.
+the committed tests/golden/captures/sdk.yaml and agent.yaml (a snapshot of the demo's captures/) when they exist, in text, Markdown and JSON.
 """
 
 from __future__ import annotations

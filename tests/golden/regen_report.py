@@ -1,4 +1,4 @@
-"""Regenerate the `inspector report` golden files from the demo captures; never edit them by hand.
+"""Regenerate the `inspector report` golden files from a snapshot of the demo captures (tests/golden/captures); never edit them by hand.
 
     .venv/bin/python tests/golden/regen_report.py
 
@@ -18,7 +18,7 @@ sys.path.insert(0, str(ROOT))
 from inspector.report import render  # noqa: E402
 from inspector.serialize import load_capture  # noqa: E402
 
-CAPTURES = ("captures/sdk.yaml", "captures/agent.yaml")  # relative, as a user would name them
+CAPTURES = ("tests/golden/captures/sdk.yaml", "tests/golden/captures/agent.yaml")  # relative, as a user would name them
 HERE = Path(__file__).resolve().parent / "report"
 SUFFIXES = {"markdown": ".md", "har": ".har"}
 
