@@ -59,6 +59,9 @@ NOISE_RULES = (
     NoiseRule("content-length", headers=("content-length",)),
     NoiseRule("retry counters and timeouts",
               headers=("x-stainless-retry-count", "x-stainless-timeout", "x-stainless-read-timeout")),
+    # Hop-by-hop headers a client adds only when it talks to a proxy: how it was recorded, not what it sent.
+    NoiseRule("proxy hop headers", headers=("proxy-connection",)),
+    NoiseRule("recorder figures", meta_paths=(r"^root\['peak_rss_mb'\]$",)),
     # Clients report their base URL, which `record` points at its own listener (a new port each run).
     NoiseRule("listener ports", values=r"(?<=127\.0\.0\.1:)\d{2,5}\b|(?<=localhost:)\d{2,5}\b", meta_paths=(
         r"^root\['listeners'\]", r"^root\['injected_env'\]\['(HTTPS?_PROXY|https?_proxy|ANTHROPIC_BASE_URL)'\]$")),

@@ -43,7 +43,8 @@ def who_answered(response: Response) -> str:
         return f"a JSON error from the API{via} (error.type: {etype})"
     if isinstance(data, dict) and isinstance(data.get("error"), str):
         return f"a JSON error (error: {data['error'][:60]!r})"
-    return f"a {ctype or 'bodiless'} response from {server!r}" if server else f"a {ctype or 'bodiless'} response"
+    kind = f"a response ({ctype})" if ctype else "a response without a body type"
+    return f"{kind} from Server: {server}" if server else kind
 
 
 def _request_text(flow: Flow) -> str:
