@@ -24,20 +24,12 @@ from mitmproxy.proxy import mode_specs
 
 from . import __version__
 from .flags import RuleContext, flags_for
-from .model import Flow, InspectorError, Origin, Request, Response, is_loopback, make_body, multi_dict
+from .model import Flow, InspectorError, Origin, Request, Response, is_loopback, iso, make_body, multi_dict, utc_now
 from .redact import Redactor, is_secret_name, secrets_from_env
 from .serialize import CaptureWriter
 
 DEFAULT_BODY_LIMIT = 1024 * 1024
 SYNTHETIC_HEADER = "x-inspector-synthetic"
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def default_output(command_name: str, directory: str | os.PathLike = "captures") -> Path:
@@ -84,6 +76,7 @@ class Recorder:
         self._open: dict[str, http.HTTPFlow] = {}
         self._seq = 0
         self._reverse_listeners: dict[int, mode_specs.ReverseMode] = {}
+        self.late_flows: list[Flow] = []  # found outside mitmproxy (bypass detection); written at the end
 
     # ------------------------------------------------------------ options
 
@@ -204,6 +197,10 @@ class Recorder:
     def done(self):
         for flow in list(self._open.values()):
             self._finish(flow, incomplete=True)
+        for flow in self.late_flows:
+            self._seq += 1
+            flow.id = self._seq
+            self._write(flow)
         if self.writer is not None:
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
             self.writer.close(ended_at=utc_now(), peak_rss_mb=round(peak, 1), **self.meta)

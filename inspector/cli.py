@@ -72,9 +72,12 @@ def main():
 @click.option("--body-limit", type=Size(), default="1m", show_default=True,
               help="Truncate bodies above this size (the full size and sha256 are kept).")
 @click.option("--no-redact", is_flag=True, help="Keep secrets in the capture. Unsafe to share; prints a warning.")
+@click.option("--bypass-detection", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="Trace the command's TCP connections (strace) and flag those that skip the proxy. "
+                   "auto: when strace works here; on: fail if it does not.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @one_line_errors(default_code=125)
-def record(base_url, output, offline, body_limit, no_redact, command):
+def record(base_url, output, offline, body_limit, no_redact, bypass_detection, command):
     """Run COMMAND behind an embedded mitmproxy and write a flagged, redacted capture.
 
     \b
@@ -90,7 +93,8 @@ def record(base_url, output, offline, body_limit, no_redact, command):
         click.echo("inspector: warning: --no-redact: the capture will hold secrets in clear text; "
                    "do not share it", err=True)
     opts = RecordOptions(command=command, base_url=base_url, output=output, offline=offline,
-                         body_limit=body_limit, redact=not no_redact, env=dict(os.environ))
+                         body_limit=body_limit, redact=not no_redact, bypass_detection=bypass_detection,
+                         env=dict(os.environ))
     sys.exit(run_record(opts))
 
 

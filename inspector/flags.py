@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from .model import Flag, Flow, Origin, Response
+from .model import Flag, Flow, Origin, Response, is_loopback
 from .redact import PLACEHOLDER
 
 CREDENTIAL_HEADERS = ("authorization", "x-api-key", "api-key")
@@ -54,7 +54,7 @@ def _request_text(flow: Flow) -> str:
 
 def flag_off_base_host(flow: Flow, ctx: RuleContext) -> Flag | None:
     r = flow.request
-    if ctx.base is None or ctx.base.matches(r.scheme, r.host, r.port):
+    if ctx.base is None or ctx.base.matches(r.scheme, r.host, r.port) or flow.via == "bypass":
         return None
     return Flag("off-base-host", "warning",
                 f"Sent to {r.scheme}://{r.host}:{r.port}, not to the base URL {ctx.base.url}. "
@@ -145,8 +145,21 @@ def flag_tls_untrusted(flow: Flow, ctx: RuleContext) -> Flag | None:
                 "--cacert for curl with its own CA file. A client that pins certificates cannot be recorded.")
 
 
+def flag_bypass(flow: Flow, ctx: RuleContext) -> Flag | None:
+    if flow.via != "bypass":
+        return None
+    r, proc = flow.request, flow.process or {}
+    who = f"{proc.get('program', 'a process')} (pid {proc.get('pid', '?')})"
+    severity = "warning" if is_loopback(r.host) else "error"
+    return Flag("bypass", severity,
+                f"{who} connected straight to {r.host}:{r.port}, around inspector's proxy, so this traffic "
+                "is not in the capture. Node 20's fetch ignores HTTPS_PROXY, Go and Bun skip the proxy for "
+                "loopback, and some clients hard-code hosts: point the client at the base URL or its proxy "
+                "setting at inspector, or check NO_PROXY.")
+
+
 def flag_no_response(flow: Flow, ctx: RuleContext) -> Flag | None:
-    if flow.response is not None or not flow.error or _tls_refused(flow):
+    if flow.response is not None or not flow.error or _tls_refused(flow) or flow.via == "bypass":
         return None
     low = flow.error.lower()
     kind, advice = next(((k, a) for words, k, a in NO_RESPONSE_KINDS if any(w in low for w in words)),
@@ -162,6 +175,7 @@ RULES: tuple[Callable[[Flow, RuleContext], Flag | None], ...] = (
     flag_http_error,
     flag_no_response,
     flag_tls_untrusted,
+    flag_bypass,
 )
 
 

@@ -9,10 +9,20 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from urllib.parse import parse_qsl, urlsplit
 
 Headers = list[tuple[str, str]]
 SEVERITIES = ("info", "warning", "error")
+
+
+def iso(ts: float) -> str:
+    """A Unix time as ISO 8601 UTC with milliseconds, the form every capture time takes."""
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def utc_now() -> str:
+    return iso(datetime.now(timezone.utc).timestamp())
 
 
 class InspectorError(Exception):
@@ -121,6 +131,7 @@ class Flow:
     flags: list[Flag] = field(default_factory=list)
     incomplete: bool = False
     websocket: list[dict] | None = None  # messages, when the flow became a WebSocket
+    process: dict | None = None  # {pid, program} of a connection that bypassed the proxy
 
     @property
     def status(self) -> int | None:
@@ -162,6 +173,8 @@ def flow_to_dict(flow: Flow) -> dict:
     d["error"] = flow.error
     if flow.websocket is not None:
         d["websocket"] = flow.websocket
+    if flow.process is not None:
+        d["process"] = flow.process
     return d
 
 
@@ -182,7 +195,7 @@ def flow_from_dict(d: dict) -> Flow:
         id=d["id"], started_at=d["started_at"], request=request, response=response,
         error=d.get("error"), duration_ms=d.get("duration_ms"), ttfb_ms=d.get("ttfb_ms"),
         via=d.get("via", "proxy"), flags=[Flag(**f) for f in d.get("flags") or []],
-        incomplete=bool(d.get("incomplete")), websocket=d.get("websocket"),
+        incomplete=bool(d.get("incomplete")), websocket=d.get("websocket"), process=d.get("process"),
     )
 
 

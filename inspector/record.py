@@ -7,12 +7,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import termios
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from . import bypass
 from .capture import DEFAULT_BODY_LIMIT, Recorder, default_output
 from .flags import Summary
 from .model import Flow, InspectorError, Origin
@@ -34,6 +36,7 @@ class RecordOptions:
     offline: bool = False
     body_limit: int = DEFAULT_BODY_LIMIT
     redact: bool = True
+    bypass_detection: str = "auto"  # auto: on when strace works here; on: fail if it does not; off
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
 
 
@@ -108,11 +111,16 @@ def record(opts: RecordOptions, stderr: TextIO = sys.stderr) -> int:
                                   "reverse": f"127.0.0.1:{proxy.reverse_port}" if proxy.reverse_port else None}
     cenv = child_env(env, proxy)
     recorder.meta["injected_env"] = {k: v for k, v in cenv.items() if env.get(k) != v}
+    trace_log = start_bypass_detection(opts.bypass_detection, recorder.meta)
     code = None
     try:
-        code = run_child(argv, cenv)
+        code = run_child(bypass.traced(argv, trace_log.name) if trace_log else argv, cenv, traced=bool(trace_log))
     finally:
         recorder.meta["exit_code"] = code
+        if trace_log:
+            listeners = {("127.0.0.1", p) for p in (proxy.proxy_port, proxy.reverse_port) if p}
+            recorder.late_flows = bypass.as_flows(bypass.parse(Path(trace_log.name).read_text(), listeners), 0)
+            os.unlink(trace_log.name)
         proxy.stop()
         status.clear()
     where = f"capture: {output}"
@@ -121,7 +129,21 @@ def record(opts: RecordOptions, stderr: TextIO = sys.stderr) -> int:
     return code
 
 
-def run_child(argv: list[str], env: dict[str, str]) -> int:
+def start_bypass_detection(mode: str, meta: dict):
+    """The strace log file when bypass detection runs; meta says whether it does, and why not."""
+    why_not = "turned off with --bypass-detection off" if mode == "off" else bypass.unavailable()
+    if why_not:
+        if mode == "on":
+            raise InspectorError(f"bypass detection is unavailable: {why_not}; use --bypass-detection auto or off")
+        meta["bypass_detection"] = {"enabled": False, "reason": why_not}
+        return None
+    meta["bypass_detection"] = {"enabled": True, "mechanism": "strace: connect() of the command and its children"}
+    log = tempfile.NamedTemporaryFile(prefix="inspector-strace-", suffix=".log", delete=False)
+    log.close()
+    return log
+
+
+def run_child(argv: list[str], env: dict[str, str], traced: bool = False) -> int:
     """Run the child with our stdio; forward signals; exit code as a shell reports it."""
     tty = _controlling_tty()
     try:
@@ -136,7 +158,11 @@ def run_child(argv: list[str], env: dict[str, str]) -> int:
         # A child that ignores two signals is killed by the third, so Ctrl-C always ends a run.
         received.append(sig)
         if child.poll() is None:
-            child.send_signal(signal.SIGKILL if len(received) >= 3 else sig)
+            target = (bypass.tracee(child.pid) if traced else None) or child.pid
+            try:
+                os.kill(target, signal.SIGKILL if len(received) >= 3 else sig)
+            except ProcessLookupError:
+                pass
 
     previous = {sig: signal.signal(sig, forward) for sig in FORWARDED_SIGNALS}
     if tty is not None:
