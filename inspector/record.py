@@ -97,20 +97,9 @@ def record(opts: RecordOptions, stderr: TextIO = sys.stderr) -> int:
     output = Path(opts.output) if opts.output else default_output(opts.command[0])
     redactor = Redactor(secrets_from_env(env), enabled=opts.redact)
     status = StatusLine(stderr)
-    recorder = Recorder(env=env, on_flow=status,
-                        meta={"command": redactor.command(list(opts.command)), "exit_code": None})
-    proxy = EmbeddedProxy(recorder, base, {
-        "inspector_base_url": base.url if base else "",
-        "inspector_output": str(output),
-        "inspector_offline": opts.offline,
-        "inspector_body_limit": opts.body_limit,
-        "inspector_redact": opts.redact,
-    })
-    proxy.start()
-    recorder.meta["listeners"] = {"proxy": f"127.0.0.1:{proxy.proxy_port}",
-                                  "reverse": f"127.0.0.1:{proxy.reverse_port}" if proxy.reverse_port else None}
-    cenv = child_env(env, proxy)
-    recorder.meta["injected_env"] = {k: v for k, v in cenv.items() if env.get(k) != v}
+    recorder, proxy, cenv = start_recording(
+        env, base, output, opts.offline, opts.body_limit, opts.redact,
+        meta={"command": redactor.command(list(opts.command)), "exit_code": None}, on_flow=status)
     trace_log = start_bypass_detection(opts.bypass_detection, recorder.meta)
     code = None
     try:
@@ -127,6 +116,25 @@ def record(opts: RecordOptions, stderr: TextIO = sys.stderr) -> int:
     note = "" if base else " (no base URL: set ANTHROPIC_BASE_URL or --base-url to check hosts)"
     stderr.write(f"inspector: {status.summary.line()}{note}; {where}\n")
     return code
+
+
+def start_recording(env: dict[str, str], base: Origin | None, output: Path | str, offline: bool, body_limit: int,
+                    redact: bool, meta: dict, on_flow=None) -> tuple[Recorder, EmbeddedProxy, dict[str, str]]:
+    """Start the recorder behind the embedded proxy; return both and the environment a client needs."""
+    recorder = Recorder(env=env, meta=meta, on_flow=on_flow)
+    proxy = EmbeddedProxy(recorder, base, {
+        "inspector_base_url": base.url if base else "",
+        "inspector_output": str(output),
+        "inspector_offline": offline,
+        "inspector_body_limit": body_limit,
+        "inspector_redact": redact,
+    })
+    proxy.start()
+    recorder.meta["listeners"] = {"proxy": f"127.0.0.1:{proxy.proxy_port}",
+                                  "reverse": f"127.0.0.1:{proxy.reverse_port}" if proxy.reverse_port else None}
+    client_env = child_env(env, proxy)
+    recorder.meta["injected_env"] = {k: v for k, v in client_env.items() if env.get(k) != v}
+    return recorder, proxy, client_env
 
 
 def start_bypass_detection(mode: str, meta: dict):

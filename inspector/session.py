@@ -17,11 +17,10 @@ import threading
 import time
 from pathlib import Path
 
-from .capture import Recorder, default_output
+from .capture import default_output
 from .flags import Summary
 from .model import InspectorError, Origin
-from .proxy import EmbeddedProxy
-from .record import child_env
+from .record import start_recording
 from .serialize import load_capture
 
 SESSION = "session.json"
@@ -141,22 +140,12 @@ def serve(directory: Path) -> None:
     config = json.loads((directory / CONFIG).read_text())
     env = dict(os.environ)
     base = Origin.parse(config["base_url"]) if config["base_url"] else None
-    recorder = Recorder(env=env, meta={"command": None, "session": True})
-    proxy = EmbeddedProxy(recorder, base, {
-        "inspector_base_url": base.url if base else "",
-        "inspector_output": config["output"],
-        "inspector_offline": config["offline"],
-        "inspector_body_limit": config["body_limit"],
-        "inspector_redact": config["redact"],
-    })
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: stopping.set())
-    proxy.start()
-    recorder.meta["listeners"] = {"proxy": f"127.0.0.1:{proxy.proxy_port}",
-                                  "reverse": f"127.0.0.1:{proxy.reverse_port}" if proxy.reverse_port else None}
-    joined = {k: v for k, v in child_env(env, proxy).items() if env.get(k) != v}
-    recorder.meta["injected_env"] = joined
+    recorder, proxy, _ = start_recording(env, base, config["output"], config["offline"], config["body_limit"],
+                                         config["redact"], meta={"command": None, "session": True})
+    joined = recorder.meta["injected_env"]
     info = {"pid": os.getpid(), "output": config["output"], "base_url": base.url if base else None,
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "env": joined}
     tmp = directory / (SESSION + ".tmp")

@@ -13,7 +13,6 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-import yaml
 from mitmproxy.net import encoding
 
 from conftest import INSPECTOR, base_env, flag_codes
