@@ -102,9 +102,10 @@ class Recorder:
                 raise exceptions.OptionsError(str(e)) from None
         if "inspector_body_limit" in updated and ctx.options.inspector_body_limit < 0:
             raise exceptions.OptionsError("inspector_body_limit must be >= 0")
-        secrets = secrets_from_env(self.env)
-        self.redactor = Redactor(secrets, enabled=ctx.options.inspector_redact)
-        self.rules = RuleContext(base=self.base, raw_secrets={} if ctx.options.inspector_redact else secrets)
+        if {"inspector_base_url", "inspector_redact"} & set(updated):
+            secrets = secrets_from_env(self.env)
+            self.redactor = Redactor(secrets, enabled=ctx.options.inspector_redact)
+            self.rules = RuleContext(base=self.base, raw_secrets={} if ctx.options.inspector_redact else secrets)
 
     def running(self):
         ps = ctx.master.addons.get("proxyserver")
