@@ -12,9 +12,13 @@ connection that skips the proxy still reaches its destination.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import signal
 import subprocess
+import tempfile
+import time
 from dataclasses import dataclass
 
 from .model import Flow, Request, iso
@@ -43,7 +47,7 @@ def unavailable() -> str | None:
     exe = shutil.which("strace")
     if exe is None:
         return "strace is not installed (apt-get install strace)"
-    probe = subprocess.run([exe, "-f", "--seccomp-bpf", "-qq", "-e", "trace=connect", "-o", "/dev/null", "true"],
+    probe = subprocess.run([exe, "-DD", "-f", "--seccomp-bpf", "-qq", "-e", "trace=connect", "-o", "/dev/null", "true"],
                            capture_output=True, text=True)
     if probe.returncode != 0:
         last = (probe.stderr.strip().splitlines() or ["it failed"])[-1]
@@ -51,21 +55,66 @@ def unavailable() -> str | None:
     return None
 
 
-def traced(argv: list[str], log_path: str) -> list[str]:
-    """argv run under strace, logging every connect() of the child and its descendants."""
-    # -I3: strace ignores fatal signals (they are forwarded to the traced program instead), so it
-    # never detaches and leaves the program running; it exits with the program's own status.
-    return ["strace", "-I3", "-f", "--seccomp-bpf", "-qq", "-yy", "-Y", "-ttt", "-e", "trace=connect",
-            "-e", "signal=none", "-o", log_path, "--", *argv]
+class Tracer:
+    """strace as a detached grandchild (-DD): the command stays inspector's own child, so its exit
+    code and signals are untouched, and a background process it leaves behind does not hold up the
+    end of the recording. When the command exits, strace is told to detach and the log is read."""
+
+    def __init__(self):
+        fd, self.log_path = tempfile.mkstemp(prefix="inspector-strace-", suffix=".log")
+        os.close(fd)
+        self.pid: int | None = None
+
+    def wrap(self, argv: list[str]) -> list[str]:
+        # -I1: strace may be stopped by SIGTERM; -DD keeps it in its own process group, away
+        # from the terminal's Ctrl-C. --seccomp-bpf: only connect() stops the command.
+        return ["strace", "-DD", "-I1", "-f", "--seccomp-bpf", "-qq", "-yy", "-Y", "-ttt", "-e", "trace=connect",
+                "-e", "signal=none", "-o", self.log_path, "--", *argv]
+
+    def started(self, command_pid: int, timeout: float = 2.0) -> None:
+        """Note strace's pid (the command's TracerPid) while the command runs."""
+        deadline = time.monotonic() + timeout
+        while self.pid is None and time.monotonic() < deadline:
+            try:
+                status = open(f"/proc/{command_pid}/status").read()
+            except OSError:
+                return
+            tracer = int(status.split("TracerPid:")[1].split()[0])
+            self.pid = tracer or None
+            if not tracer:
+                time.sleep(0.005)
+
+    def finish(self, listeners: set[tuple[str, int]], timeout: float = 2.0) -> list[Connection]:
+        """Detach strace from what is left running, then return the connections that bypassed."""
+        if self.pid:
+            try:
+                os.kill(self.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            deadline = time.monotonic() + timeout
+            while pid_alive(self.pid) and time.monotonic() < deadline:
+                time.sleep(0.01)
+        try:
+            return parse(open(self.log_path, errors="replace").read(), listeners)
+        finally:
+            os.unlink(self.log_path)
 
 
-def tracee(strace_pid: int) -> int | None:
-    """The program strace started, which is where signals meant for the child must go."""
+def pid_alive(pid: int) -> bool:
+    """True while a process runs; a zombie (finished, not yet reaped) counts as gone."""
     try:
-        children = open(f"/proc/{strace_pid}/task/{strace_pid}/children").read().split()
-    except OSError:
-        return None
-    return int(children[0]) if children else None
+        stat = open(f"/proc/{pid}/stat").read()
+        return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc: ask the kernel
+        try:
+            os.kill(pid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
 
 
 def parse(log: str, listeners: set[tuple[str, int]]) -> list[Connection]:

@@ -7,7 +7,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import termios
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -100,16 +99,15 @@ def record(opts: RecordOptions, stderr: TextIO = sys.stderr) -> int:
     recorder, proxy, cenv = start_recording(
         env, base, output, opts.offline, opts.body_limit, opts.redact,
         meta={"command": redactor.command(list(opts.command)), "exit_code": None}, on_flow=status)
-    trace_log = start_bypass_detection(opts.bypass_detection, recorder.meta)
+    tracer = start_bypass_detection(opts.bypass_detection, recorder.meta)
     code = None
     try:
-        code = run_child(bypass.traced(argv, trace_log.name) if trace_log else argv, cenv, traced=bool(trace_log))
+        code = run_child(tracer.wrap(argv) if tracer else argv, cenv, on_start=tracer.started if tracer else None)
     finally:
         recorder.meta["exit_code"] = code
-        if trace_log:
+        if tracer:
             listeners = {("127.0.0.1", p) for p in (proxy.proxy_port, proxy.reverse_port) if p}
-            recorder.late_flows = bypass.as_flows(bypass.parse(Path(trace_log.name).read_text(), listeners), 0)
-            os.unlink(trace_log.name)
+            recorder.late_flows = bypass.as_flows(tracer.finish(listeners), 0)
         proxy.stop()
         status.clear()
     where = f"capture: {output}"
@@ -137,8 +135,8 @@ def start_recording(env: dict[str, str], base: Origin | None, output: Path | str
     return recorder, proxy, client_env
 
 
-def start_bypass_detection(mode: str, meta: dict):
-    """The strace log file when bypass detection runs; meta says whether it does, and why not."""
+def start_bypass_detection(mode: str, meta: dict) -> bypass.Tracer | None:
+    """A tracer when bypass detection runs; meta says whether it does, and why not."""
     why_not = "turned off with --bypass-detection off" if mode == "off" else bypass.unavailable()
     if why_not:
         if mode == "on":
@@ -146,12 +144,10 @@ def start_bypass_detection(mode: str, meta: dict):
         meta["bypass_detection"] = {"enabled": False, "reason": why_not}
         return None
     meta["bypass_detection"] = {"enabled": True, "mechanism": "strace: connect() of the command and its children"}
-    log = tempfile.NamedTemporaryFile(prefix="inspector-strace-", suffix=".log", delete=False)
-    log.close()
-    return log
+    return bypass.Tracer()
 
 
-def run_child(argv: list[str], env: dict[str, str], traced: bool = False) -> int:
+def run_child(argv: list[str], env: dict[str, str], on_start=None) -> int:
     """Run the child with our stdio; forward signals; exit code as a shell reports it."""
     tty = _controlling_tty()
     try:
@@ -166,15 +162,13 @@ def run_child(argv: list[str], env: dict[str, str], traced: bool = False) -> int
         # A child that ignores two signals is killed by the third, so Ctrl-C always ends a run.
         received.append(sig)
         if child.poll() is None:
-            target = (bypass.tracee(child.pid) if traced else None) or child.pid
-            try:
-                os.kill(target, signal.SIGKILL if len(received) >= 3 else sig)
-            except ProcessLookupError:
-                pass
+            child.send_signal(signal.SIGKILL if len(received) >= 3 else sig)
 
     previous = {sig: signal.signal(sig, forward) for sig in FORWARDED_SIGNALS}
     if tty is not None:
         _give_terminal(tty, child.pid)
+    if on_start:
+        on_start(child.pid)
     try:
         code = child.wait()
     finally:

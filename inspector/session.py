@@ -20,6 +20,7 @@ from pathlib import Path
 from .capture import default_output
 from .flags import Summary
 from .model import InspectorError, Origin
+from .bypass import pid_alive
 from .record import start_recording
 from .serialize import load_capture
 
@@ -33,22 +34,6 @@ def state_dir(given: str | None = None) -> Path:
     if given or os.environ.get("INSPECTOR_STATE_DIR"):
         return Path(given or os.environ["INSPECTOR_STATE_DIR"])
     return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "inspector"
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")  # a zombie has finished
-    except FileNotFoundError:
-        return False
-    except OSError:  # no /proc: ask the kernel
-        try:
-            os.kill(pid, 0)
-            return True
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
 
 
 def read_session(directory: Path) -> dict | None:

@@ -79,3 +79,11 @@ def test_without_strace_the_capture_says_detection_was_off(tmp_path):
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 125 and "bypass detection is unavailable" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_background_process_left_behind_does_not_hold_up_the_recording(record):
+    # strace keeps tracing the sleep; the recording must still end with the command.
+    run = record(["sh", "-c", "sleep 30 & exit 3"], timeout=20)
+    assert run.proc.returncode == 3 and run.capture.meta["complete"] is True
+    assert run.capture.meta["bypass_detection"]["enabled"] is True
+    subprocess.run(["pkill", "-f", "sleep 30"])
