@@ -83,7 +83,7 @@ def test_without_strace_the_capture_says_detection_was_off(tmp_path):
 
 def test_a_background_process_left_behind_does_not_hold_up_the_recording(record):
     # strace keeps tracing the sleep; the recording must still end with the command.
-    run = record(["sh", "-c", "sleep 30 & exit 3"], timeout=20)
+    run = record(["sh", "-c", "sleep 30 >/dev/null 2>&1 & exit 3"], timeout=20)
     assert run.proc.returncode == 3 and run.capture.meta["complete"] is True
     assert run.capture.meta["bypass_detection"]["enabled"] is True
     subprocess.run(["pkill", "-f", "sleep 30"])
