@@ -218,6 +218,85 @@ def report(capture, fmt, output):
                    f"{reports.GITHUB_ISSUE_LIMIT:,}; attach it, or the .har, as a file instead", err=True)
 
 
+auth_env_option = click.option(
+    "--auth-env", "auth_env", multiple=True, metavar="VAR",
+    help="A variable holding a recorded key, used where a placeholder's fingerprint matches its value "
+         "(besides the variable its from= names). SOURCE=VAR sends VAR's key where the capture has one from "
+         "SOURCE, even another key. Repeatable.")
+
+
+@main.command("replay")
+@click.argument("capture", type=click.Path(dir_okay=False))
+@click.option("--target", required=True, metavar="URL", help="Where to send the requests, e.g. http://127.0.0.1:8765.")
+@click.option("--flows", metavar="IDS", help="Flow ids to replay, e.g. 3 or 1,4-6. Default: every call to the "
+                                             "capture's base URL.")
+@auth_env_option
+@click.option("-o", "--output", type=click.Path(dir_okay=False), metavar="NEW_CAPTURE",
+              help="Write the new run as a capture (redacted, flagged).")
+@one_line_errors()
+def replay_command(capture, target, flows, auth_env, output):
+    """Send CAPTURE's requests again to --target, with the recorded credentials refilled from the environment.
+
+    \b
+    Example:
+      inspector replay captures/agent.yaml --target http://127.0.0.1:8765
+    Prints METHOD PATH recorded STATUS → new STATUS for each request.
+    Exit code: 0 every status is the recorded one, 1 one differs, 2 error.
+    """
+    from .replay import replay
+
+    sys.exit(replay(capture, target, flows, auth_env, dict(os.environ), output, sys.stdout,
+                    command=["inspector", *sys.argv[1:]]))
+
+
+@main.command("serve")
+@click.argument("capture", type=click.Path(dir_okay=False))
+@click.option("--port", type=int, default=8766, show_default=True, help="Port on 127.0.0.1 (0 picks a free one).")
+@click.option("--match-on", default="method,path,query", show_default=True, metavar="FIELDS",
+              help="Comma-separated fields a request must share with a recorded one: method, path, query, host, "
+                   "user_agent, anthropic_beta, body.")
+@one_line_errors()
+def serve_command(capture, port, match_on):
+    """Answer requests from CAPTURE's recorded responses, offline; SSE events are sent in recorded order.
+
+    \b
+    Example:
+      inspector serve captures/agent.yaml --port 8766
+      ANTHROPIC_BASE_URL=http://127.0.0.1:8766 claude -p hi
+    A request that matches nothing gets a 404 JSON saying which fields differ from the closest recorded one.
+    """
+    from .serve import ServeCapture, parse_match_on
+
+    server = ServeCapture(capture, port, parse_match_on(match_on), dict(os.environ),
+                          log=lambda line: click.echo(f"inspector serve: {line}", err=True))
+    click.echo(f"serving {capture} on {server.url}")
+    sys.stdout.flush()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command("bisect")
+@click.option("--good", required=True, type=click.Path(dir_okay=False), metavar="GOOD", help="A capture that works.")
+@click.option("--bad", required=True, type=click.Path(dir_okay=False), metavar="BAD", help="A capture that fails.")
+@click.option("--target", required=True, metavar="URL", help="Where to send the test requests.")
+@auth_env_option
+@click.option("--max-requests", type=int, default=64, show_default=True, help="Never send more requests than this.")
+@one_line_errors()
+def bisect_command(good, bad, target, auth_env, max_requests):
+    """Find the smallest difference that makes GOOD's request fail like BAD's, by sending variants to --target.
+
+    \b
+    Example:
+      inspector bisect --good captures/sdk.yaml --bad captures/agent.yaml --target http://127.0.0.1:8765
+    Exit code: 0 a culprit was found, 1 none was, 2 error.
+    """
+    from .bisect import bisect
+
+    sys.exit(bisect(good, bad, target, auth_env, dict(os.environ), max_requests, sys.stdout))
+
+
 @main.command("fake-upstream")
 @click.option("--port", type=int, default=8765, show_default=True, help="Port on 127.0.0.1 (0 picks a free one).")
 @click.option("--require-auth", type=click.Choice(["any", "bearer", "x-api-key", "none"]), default="any",
