@@ -311,11 +311,8 @@ def fake_upstream(port, require_auth, key, waf_max_body, pause_after_first_event
     """Serve a local Anthropic-compatible API: /v1/messages (JSON and SSE), count_tokens, /v1/models, HEAD /."""
     from .fake_upstream import FakeUpstream, UpstreamConfig
 
-    try:
-        server = FakeUpstream(UpstreamConfig(port, require_auth, key, waf_max_body, pause_after_first_event))
-    except OSError as e:
-        raise InspectorError(f"cannot listen on 127.0.0.1:{port}: {e.strerror}; pick another --port") from None
-    click.echo(f"fake upstream listening on {server.url}", err=False)
+    server = FakeUpstream(UpstreamConfig(port, require_auth, key, waf_max_body, pause_after_first_event))
+    click.echo(f"fake upstream listening on {server.url}")
     sys.stdout.flush()
     try:
         server.serve_forever()

@@ -7,12 +7,13 @@ front (`waf_max_body`): bodies over the limit get nginx's HTML 403, as AWS WAF's
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
+
+from .loopback import LoopbackServer
 
 AUTH_MODES = ("any", "bearer", "x-api-key", "none")
 REPLY = "Hello from the inspector fake upstream."
@@ -149,27 +150,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
 
-class FakeUpstream:
-    """The server; `start()` runs it in a thread, `serve_forever()` in the caller's."""
-
+class FakeUpstream(LoopbackServer):
     def __init__(self, config: UpstreamConfig):
         if config.require_auth not in AUTH_MODES:
             raise ValueError(f"require_auth must be one of {AUTH_MODES}")
-        handler = type("Handler", (_Handler,), {"config": config})
-        self.server = ThreadingHTTPServer(("127.0.0.1", config.port), handler)
-        self.server.daemon_threads = True
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def start(self) -> FakeUpstream:
-        threading.Thread(target=self.server.serve_forever, name="fake-upstream", daemon=True).start()
-        return self
-
-    def serve_forever(self) -> None:
-        self.server.serve_forever()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(type("Handler", (_Handler,), {"config": config}), config.port)

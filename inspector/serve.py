@@ -12,9 +12,10 @@ import json
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from difflib import SequenceMatcher
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qsl, urlsplit
 
+from .loopback import LoopbackServer
 from .model import Flow, InspectorError, Request, make_body, multi_dict, sse_bytes
 from .redact import Redactor, secrets_from_env
 from .report import body_bytes
@@ -228,31 +229,10 @@ for _method in METHODS:
     setattr(_Handler, f"do_{_method}", _Handler._answer)
 
 
-class ServeCapture:
-    """The server; `serve_forever()` runs it in the caller's thread, `start()` in a daemon thread."""
-
+class ServeCapture(LoopbackServer):
     def __init__(self, capture_path: str, port: int = 0, match_on: Sequence[str] = DEFAULT_MATCH_ON,
                  env: Mapping[str, str] | None = None, log: Callable[[str], None] | None = None):
         recording = Recording(load_capture(capture_path), match_on)
         handler = type("Handler", (_Handler,), {"recording": recording, "log": staticmethod(log) if log else None,
                                                  "redactor": Redactor(secrets_from_env(env or {}))})
-        try:
-            self.server = ThreadingHTTPServer(("127.0.0.1", port), handler)
-        except OSError as e:
-            raise InspectorError(f"cannot listen on 127.0.0.1:{port}: {e.strerror}; pick another --port") from None
-        self.server.daemon_threads = True
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def start(self) -> ServeCapture:
-        threading.Thread(target=self.server.serve_forever, name="inspector-serve", daemon=True).start()
-        return self
-
-    def serve_forever(self) -> None:
-        self.server.serve_forever()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(handler, port)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import string
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -114,3 +117,35 @@ def require_clients():
 
 def flag_codes(flow) -> set[str]:
     return {f.code for f in flow.flags}
+
+
+class EchoSSE(BaseHTTPRequestHandler):
+    """Answers every request with SSE events that echo what it was sent, secrets included."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        self.do_POST()
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("content-length") or 0)).decode("latin-1")
+        events = [{"type": "echo", "headers": dict(self.headers), "path": self.path, "body": body},
+                  {"type": "note", "text": f"your key is {self.headers.get('x-api-key')}"}]
+        payload = "".join(f"event: echo\ndata: {json.dumps(e)}\n\n" for e in events).encode()
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("set-cookie", f"session={self.headers.get('x-api-key')}; Path=/")
+        self.send_header("content-length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+@pytest.fixture
+def echo_server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), EchoSSE)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import base64
-import json
 import subprocess
 import sys
 import textwrap
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import quote
 
 import pytest
@@ -83,38 +80,6 @@ def test_disabled_redactor_changes_nothing():
     key = fake_key()
     rd = Redactor({key: "ANTHROPIC_API_KEY"}, enabled=False)
     assert rd.text(key) == key and rd.header("x-api-key", key) == key
-
-
-class EchoSSE(BaseHTTPRequestHandler):
-    """Answers every request with SSE events that echo what it was sent, secrets included."""
-
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        self.do_POST()
-
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers.get("content-length") or 0)).decode("latin-1")
-        events = [{"type": "echo", "headers": dict(self.headers), "path": self.path, "body": body},
-                  {"type": "note", "text": f"your key is {self.headers.get('x-api-key')}"}]
-        payload = "".join(f"event: echo\ndata: {json.dumps(e)}\n\n" for e in events).encode()
-        self.send_response(200)
-        self.send_header("content-type", "text/event-stream")
-        self.send_header("set-cookie", f"session={self.headers.get('x-api-key')}; Path=/")
-        self.send_header("content-length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-
-@pytest.fixture
-def echo_server():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), EchoSSE)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
 
 
 def test_raw_capture_and_summary_hold_no_piece_of_any_secret(record, echo_server):

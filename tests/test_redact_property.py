@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import INSPECTOR, base_env
-from test_redact import EchoSSE, assert_no_piece
+from conftest import EchoSSE
+from test_redact import assert_no_piece
 
 
 class EchoBody(EchoSSE):

@@ -10,9 +10,7 @@ import socket
 import subprocess
 import sys
 import textwrap
-import threading
 from datetime import datetime
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -20,7 +18,7 @@ import pytest
 from conftest import INSPECTOR, ROOT, VENV_BIN, base_env, fake_key, random_part
 from inspector.report import FLAG_EXPLANATIONS, GITHUB_ISSUE_LIMIT, har, markdown_report
 from inspector.serialize import load_capture
-from test_redact import EchoSSE, assert_no_piece
+from test_redact import assert_no_piece
 
 PY = sys.executable
 _spec = importlib.util.spec_from_file_location("regen_report", ROOT / "tests" / "golden" / "regen_report.py")
@@ -156,14 +154,6 @@ def test_har_agrees_with_mitmproxys_own_har_export():
 
 
 # ---------------------------------------------------------------- a real run, every format
-
-
-@pytest.fixture
-def echo_server():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), EchoSSE)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
 
 
 def closed_port() -> int:
