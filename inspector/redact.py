@@ -25,18 +25,30 @@ NOT_SECRET_NAMES = {"idempotency-key", "sec-websocket-key"}
 MIN_SECRET_LEN = 8
 
 # Values that look like keys wherever they appear.
+# Each pattern starts with its literal, so `re` can skip ahead to candidates; the lookbehind
+# after the literal checks the character before it.
 KEY_SHAPES = [
     re.compile(r"sk-ant-[A-Za-z0-9_\-]{8,}"),
-    re.compile(r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_\-]{16,}"),
-    re.compile(r"(?<![A-Za-z0-9_\-])eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}"),
+    re.compile(r"sk-(?<![A-Za-z0-9]sk-)[A-Za-z0-9_\-]{16,}"),
+    re.compile(r"eyJ(?<![A-Za-z0-9_\-]eyJ)[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}"),
 ]
 # `password=...` and `"api_key": "..."` in free text (also JSON inside JSON): command lines, echoes, logs.
-ASSIGNMENT = re.compile(r"""(?ix)(?P<pre>\b[\w.-]*(?:api[_-]?key|token(?!s)|secret|passw(?:or)?d|credential)[\w.-]*
+# The name may have more before the keyword (x_api_key); the match starts at the keyword.
+# Matched case-sensitively against the lowercased text: (?i) makes `re` several times slower.
+ASSIGNMENT = re.compile(r"""(?x)(?P<pre>(?:api[_-]?key|token(?!s)|secret|passw(?:or)?d|credential)[\w.-]*
                         \\?["']?\s*[:=]\s*\\?["']?)(?P<val>[^\s"'&,;<>\\]{8,})""")
 # "Bearer xyz" / "Basic xyz" wherever an auth header is quoted: echoed headers, logs, error pages.
 # A digit is required, so prose ("basic functionality") is left alone.
-AUTH_SCHEME = re.compile(r"(?i)(?P<pre>\b(?:bearer|basic)\s+)(?P<val>(?=[A-Za-z+/=._~\-]*[0-9])[A-Za-z0-9+/=._~\-]{8,})")
-USERINFO = re.compile(r"(?P<pre>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^:@/\s]*:)(?P<pw>[^@/\s]+)(?=@)")
+AUTH_SCHEME = re.compile(r"(?P<pre>\b(?:bearer|basic)\s+)(?P<val>(?=[a-z+/=._~\-]*[0-9])[a-z0-9+/=._~\-]{8,})")
+USERINFO = re.compile(r"(?P<pre>://[^:@/\s]*:)(?P<pw>[^@/\s]+)(?=@)")
+# Characters whose lowercase differs in length or that (?i) would equate with ASCII letters.
+LOWER_UNSAFE = ("\u0130", "\u0131", "\u017f", "\u212a")
+# Cheap tests on the lowercased text: a rule runs only where a match is possible at all.
+ASSIGNMENT_WORDS = ("key", "token", "secret", "passw", "credential")
+LOWERCASE_RULES = [  # (pattern matched on the lowercased text, group to hide, can it match at all?)
+    (ASSIGNMENT, "val", lambda low: any(w in low for w in ASSIGNMENT_WORDS)),
+    (AUTH_SCHEME, "val", lambda low: "bearer" in low or "basic" in low),
+]
 PLACEHOLDER = re.compile(r"<redacted sha256:(?P<fp>[0-9a-f]{8}) len=(?P<len>\d+)(?: from=(?P<src>[A-Za-z0-9_]+))?>")
 
 
@@ -115,13 +127,31 @@ class Redactor:
         """Hide env secrets, key-shaped values and URL passwords anywhere in a string."""
         if not self.enabled or not s:
             return s
-        if self._env_re is not None:
+        if self._env_re is not None and (len(self._replacement) > 64 or any(f in s for f in self._replacement)):
             s = self._env_re.sub(lambda m: self._replacement[m.group()], s)
-        for shape in KEY_SHAPES:
-            s = shape.sub(lambda m: self.secret(m.group()), s)
-        for rule in (ASSIGNMENT, AUTH_SCHEME):
-            s = rule.sub(lambda m: m.group("pre") + self.secret(m.group("val")), s)
-        return USERINFO.sub(lambda m: m.group("pre") + self.secret(m.group("pw")), s)
+        if "sk-" in s or "eyJ" in s:
+            for shape in KEY_SHAPES:
+                s = shape.sub(lambda m: self.secret(m.group()), s)
+        low = s.lower()
+        for rule, group, possible in LOWERCASE_RULES:
+            if possible(low):
+                s = self._hide_matches(rule, group, s, low)
+                low = s.lower()
+        if "://" in s and "@" in s:
+            s = USERINFO.sub(lambda m: m.group("pre") + self.secret(m.group("pw")), s)
+        return s
+
+    def _hide_matches(self, rule: re.Pattern, group: str, s: str, low: str) -> str:
+        """Replace `group` of each match of a lowercase pattern, keeping the original's case."""
+        if len(low) != len(s) or any(c in s for c in LOWER_UNSAFE):
+            return re.compile(rule.pattern, rule.flags | re.IGNORECASE).sub(
+                lambda m: m.group("pre") + self.secret(m.group(group)), s)
+        out, last = [], 0
+        for m in rule.finditer(low):
+            start, end = m.span(group)
+            out += [s[last:start], self.secret(s[start:end])]
+            last = end
+        return "".join(out) + s[last:] if out else s
 
     def command(self, argv) -> list[str]:
         """A command line; the value after a secret-named option (`--api-key K`) is a secret too."""
