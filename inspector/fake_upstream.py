@@ -37,6 +37,7 @@ def _error(kind: str, message: str) -> dict:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "inspector-fake-upstream"
+    disable_nagle_algorithm = True  # SSE events go out one by one; without it each waits ~40 ms for an ACK
     sys_version = ""
     config: UpstreamConfig
 

@@ -7,6 +7,7 @@ rewritten atomically with the final `meta` and a `summary`.
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 from dataclasses import dataclass
@@ -55,6 +56,8 @@ class Capture:
 
 def load_capture(path: str | os.PathLike) -> Capture:
     """Read a capture file back into the model; every failure is a one-line InspectorError."""
+    gc_was_on = gc.isenabled()
+    gc.disable()  # the loaded tree has no cycles; the collector would rescan the growing heap again and again
     try:
         with open(path, "rb") as fh:
             data = yaml.load(fh, Loader=Loader)
@@ -63,8 +66,11 @@ def load_capture(path: str | os.PathLike) -> Capture:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise InspectorError(f"{path} is not valid YAML{where}; was it cut short? "
+        raise InspectorError(f"{path} is not valid YAML{where}; if it is a capture, was it cut short? "
                              "Record it again, or repair the last flow by hand") from None
+    finally:
+        if gc_was_on:
+            gc.enable()
     return capture_from_dict(data, str(path))
 
 
