@@ -42,10 +42,13 @@ def run(argv: list[str], out: Path, **popen) -> subprocess.CompletedProcess:
 
 def _key(frame: str) -> str:
     """`func (path/to/file.py:12)` → `func (inspector/capture.py)`: one row per function, not per line."""
+    frame = re.sub(r"[\x00-\x1f\x7f]", "", frame)
     m = re.fullmatch(r"(.*) \((.*?)(?::\d+)?\)", frame)
     if m is None:  # already a key
         return frame.strip() or "(frame without a name)"
     name, path = m.groups()
+    if not path and "/" in name:  # --nonblocking: py-spy read the frame while Python changed it
+        return f"(unreadable frame in {_short(name)})"
     return f"{name} ({_short(path)})" if name.strip() else "(frame without a name)"
 
 
