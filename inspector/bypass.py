@@ -63,7 +63,17 @@ class Tracer:
     def __init__(self):
         fd, self.log_path = tempfile.mkstemp(prefix="inspector-strace-", suffix=".log")
         os.close(fd)
-        self.pid: int | None = None
+
+    def _tracers(self) -> list[int]:
+        """strace runs as a detached grandchild: find it by the log path only it was given."""
+        found = []
+        for entry in os.listdir("/proc"):
+            try:
+                if entry.isdigit() and self.log_path.encode() in open(f"/proc/{entry}/cmdline", "rb").read():
+                    found.append(int(entry))
+            except OSError:
+                continue
+        return found
 
     def wrap(self, argv: list[str]) -> list[str]:
         # -I1: strace may be stopped by SIGTERM; -DD keeps it in its own process group, away
@@ -71,29 +81,17 @@ class Tracer:
         return ["strace", "-DD", "-I1", "-f", "--seccomp-bpf", "-qq", "-yy", "-Y", "-ttt", "-e", "trace=connect",
                 "-e", "signal=none", "-o", self.log_path, "--", *argv]
 
-    def started(self, command_pid: int, timeout: float = 2.0) -> None:
-        """Note strace's pid (the command's TracerPid) while the command runs."""
-        deadline = time.monotonic() + timeout
-        while self.pid is None and time.monotonic() < deadline:
-            try:
-                status = open(f"/proc/{command_pid}/status").read()
-            except OSError:
-                return
-            tracer = int(status.split("TracerPid:")[1].split()[0])
-            self.pid = tracer or None
-            if not tracer:
-                time.sleep(0.005)
-
     def finish(self, listeners: set[tuple[str, int]], timeout: float = 2.0) -> list[Connection]:
         """Detach strace from what is left running, then return the connections that bypassed."""
-        if self.pid:
+        tracers = self._tracers()
+        for pid in tracers:
             try:
-                os.kill(self.pid, signal.SIGTERM)
+                os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
-            deadline = time.monotonic() + timeout
-            while pid_alive(self.pid) and time.monotonic() < deadline:
-                time.sleep(0.01)
+        deadline = time.monotonic() + timeout
+        while any(pid_alive(p) for p in tracers) and time.monotonic() < deadline:
+            time.sleep(0.01)
         try:
             return parse(open(self.log_path, errors="replace").read(), listeners)
         finally:

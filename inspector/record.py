@@ -102,7 +102,7 @@ def record(opts: RecordOptions, stderr: TextIO = sys.stderr) -> int:
     tracer = start_bypass_detection(opts.bypass_detection, recorder.meta)
     code = None
     try:
-        code = run_child(tracer.wrap(argv) if tracer else argv, cenv, on_start=tracer.started if tracer else None)
+        code = run_child(tracer.wrap(argv) if tracer else argv, cenv)
     finally:
         recorder.meta["exit_code"] = code
         if tracer:
@@ -147,7 +147,7 @@ def start_bypass_detection(mode: str, meta: dict) -> bypass.Tracer | None:
     return bypass.Tracer()
 
 
-def run_child(argv: list[str], env: dict[str, str], on_start=None) -> int:
+def run_child(argv: list[str], env: dict[str, str]) -> int:
     """Run the child with our stdio; forward signals; exit code as a shell reports it."""
     tty = _controlling_tty()
     try:
@@ -167,8 +167,6 @@ def run_child(argv: list[str], env: dict[str, str], on_start=None) -> int:
     previous = {sig: signal.signal(sig, forward) for sig in FORWARDED_SIGNALS}
     if tty is not None:
         _give_terminal(tty, child.pid)
-    if on_start:
-        on_start(child.pid)
     try:
         code = child.wait()
     finally:
