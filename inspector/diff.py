@@ -20,9 +20,9 @@ from deepdiff.helper import notpresent
 from deepdiff.operator import BaseOperator
 
 from .flags import CREDENTIAL_HEADERS, who_answered
-from .model import Flow, InspectorError, Origin, Request
+from .model import Flow, Origin, Request
 from .redact import PLACEHOLDER, Redactor, fingerprint
-from .serialize import Capture, load_capture
+from .serialize import Capture, capture_origin, load_capture
 
 SHORT = 60  # values up to this many characters are shown as they are
 FORMAT = "inspector-diff/1"
@@ -131,13 +131,6 @@ def human_size(n: int | None) -> str:
 
 def _status(status: int | None) -> str:
     return "no response" if status is None else str(status)
-
-
-def capture_origin(capture: Capture) -> Origin | None:
-    try:
-        return Origin.parse(capture.meta["base_url"]) if capture.meta.get("base_url") else None
-    except InspectorError:
-        return None
 
 
 def role_of(flow: Flow, origin: Origin | None) -> str:

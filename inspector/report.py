@@ -23,7 +23,7 @@ from . import __version__
 from .flags import who_answered
 from .model import SEVERITIES, Flag, Flow, Headers, InspectorError, Origin, sse_bytes
 from .redact import PLACEHOLDER, Redactor, is_secret_name, secrets_from_env
-from .serialize import Capture
+from .serialize import Capture, capture_origin
 
 FORMATS = ("markdown", "har", "mitm")
 SHOWN_BODY_BYTES = 2000  # a body up to this size is quoted in full; a larger one is summarised
@@ -374,7 +374,7 @@ def markdown_report(capture: Capture, source: str | None = None) -> str:
     """A bug report to paste into a GitHub issue: environment, hosts, flags, the failing call, all flows."""
     capture, rd = redacted(capture)
     flows = sorted(capture.flows, key=lambda f: f.id)
-    base = _base(capture)
+    base = capture_origin(capture)
     failure = main_failure(flows, base)
     sections = [
         _md_title(capture, flows, failure),
@@ -386,13 +386,6 @@ def markdown_report(capture: Capture, source: str | None = None) -> str:
         _md_footer(capture, source),
     ]
     return rd.text("\n\n".join(sections).rstrip() + "\n")
-
-
-def _base(capture: Capture) -> Origin | None:
-    try:
-        return Origin.parse(capture.meta["base_url"]) if capture.meta.get("base_url") else None
-    except InspectorError:
-        return None
 
 
 def _on_base(flow: Flow, base: Origin | None) -> bool:

@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from .flags import Summary, summarize
-from .model import Flow, InspectorError, flow_from_dict, flow_to_dict
+from .model import Flow, InspectorError, Origin, flow_from_dict, flow_to_dict
 
 FORMAT = "inspector-capture/1"
 FORMAT_PREFIX = "inspector-capture/"
@@ -52,6 +52,14 @@ class Capture:
     def to_dict(self) -> dict:
         return {"format": self.format, "meta": self.meta,
                 "flows": [flow_to_dict(f) for f in self.flows], "summary": self.summary}
+
+
+def capture_origin(capture: Capture) -> Origin | None:
+    """The base URL the capture was recorded against, if it names a valid one."""
+    try:
+        return Origin.parse(capture.meta["base_url"]) if capture.meta.get("base_url") else None
+    except InspectorError:
+        return None
 
 
 def load_capture(path: str | os.PathLike) -> Capture:
