@@ -65,8 +65,9 @@ class Recorder:
     """mitmproxy addon: records every flow into an inspector capture."""
 
     def __init__(self, env: Mapping[str, str] | None = None, meta: dict | None = None,
-                 on_flow: Callable[[Flow], None] | None = None):
+                 on_flow: Callable[[Flow], None] | None = None, command: list[str] | None = None):
         self.env = dict(os.environ if env is None else env)
+        self.command = command  # the wrapped command line, redacted into meta
         self.meta = dict(meta or {})  # extra meta from the embedding command (command, exit code, ...)
         self.on_flow = on_flow
         self.writer: CaptureWriter | None = None
@@ -123,7 +124,7 @@ class Recorder:
         meta = {
             "inspector_version": __version__,
             "mitmproxy_version": mitmproxy_version.VERSION,
-            "command": None,
+            "command": rd.command(self.command) if self.command is not None else None,
             "started_at": utc_now(),
             "ended_at": None,
             "exit_code": None,

@@ -37,6 +37,16 @@ def one_line_errors(default_code: int = EXIT_ERROR):
     return wrap
 
 
+def serve_until_interrupted(server, announcement: str) -> None:
+    """Say where the server listens (scripts read this line), then serve until Ctrl-C."""
+    click.echo(announcement)
+    sys.stdout.flush()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
 class Size(click.ParamType):
     name = "size"
     units = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
@@ -269,12 +279,7 @@ def serve_command(capture, port, match_on):
 
     server = ServeCapture(capture, port, parse_match_on(match_on), dict(os.environ),
                           log=lambda line: click.echo(f"inspector serve: {line}", err=True))
-    click.echo(f"serving {capture} on {server.url}")
-    sys.stdout.flush()
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+    serve_until_interrupted(server, f"serving {capture} on {server.url}")
 
 
 @main.command("bisect")
@@ -312,12 +317,7 @@ def fake_upstream(port, require_auth, key, waf_max_body, pause_after_first_event
     from .fake_upstream import FakeUpstream, UpstreamConfig
 
     server = FakeUpstream(UpstreamConfig(port, require_auth, key, waf_max_body, pause_after_first_event))
-    click.echo(f"fake upstream listening on {server.url}")
-    sys.stdout.flush()
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+    serve_until_interrupted(server, f"fake upstream listening on {server.url}")
 
 
 @main.command("diff")

@@ -18,7 +18,6 @@ from .capture import DEFAULT_BODY_LIMIT, Recorder, default_output
 from .flags import Summary
 from .model import Flow, InspectorError, Origin
 from .proxy import EmbeddedProxy
-from .redact import Redactor, secrets_from_env
 
 # Exit codes of our own, as `env` and `docker run` use them; otherwise record exits with the child's code.
 EXIT_INSPECTOR_ERROR = 125
@@ -94,11 +93,9 @@ def record(opts: RecordOptions, stderr: TextIO = sys.stderr) -> int:
     base_url = opts.base_url or env.get("ANTHROPIC_BASE_URL") or None
     base = Origin.parse(base_url) if base_url else None
     output = Path(opts.output) if opts.output else default_output(opts.command[0])
-    redactor = Redactor(secrets_from_env(env), enabled=opts.redact)
     status = StatusLine(stderr)
-    recorder, proxy, cenv = start_recording(
-        env, base, output, opts.offline, opts.body_limit, opts.redact,
-        meta={"command": redactor.command(list(opts.command)), "exit_code": None}, on_flow=status)
+    recorder, proxy, cenv = start_recording(env, base, output, opts.offline, opts.body_limit, opts.redact,
+                                            meta={"exit_code": None}, on_flow=status, command=list(opts.command))
     tracer = start_bypass_detection(opts.bypass_detection, recorder.meta)
     code = None
     try:
@@ -117,9 +114,10 @@ def record(opts: RecordOptions, stderr: TextIO = sys.stderr) -> int:
 
 
 def start_recording(env: dict[str, str], base: Origin | None, output: Path | str, offline: bool, body_limit: int,
-                    redact: bool, meta: dict, on_flow=None) -> tuple[Recorder, EmbeddedProxy, dict[str, str]]:
+                    redact: bool, meta: dict, on_flow=None,
+                    command: list[str] | None = None) -> tuple[Recorder, EmbeddedProxy, dict[str, str]]:
     """Start the recorder behind the embedded proxy; return both and the environment a client needs."""
-    recorder = Recorder(env=env, meta=meta, on_flow=on_flow)
+    recorder = Recorder(env=env, meta=meta, on_flow=on_flow, command=command)
     proxy = EmbeddedProxy(recorder, base, {
         "inspector_base_url": base.url if base else "",
         "inspector_output": str(output),

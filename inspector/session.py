@@ -129,7 +129,7 @@ def serve(directory: Path) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: stopping.set())
     recorder, proxy, _ = start_recording(env, base, config["output"], config["offline"], config["body_limit"],
-                                         config["redact"], meta={"command": None, "session": True})
+                                         config["redact"], meta={"session": True})
     joined = recorder.meta["injected_env"]
     info = {"pid": os.getpid(), "output": config["output"], "base_url": base.url if base else None,
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "env": joined}
