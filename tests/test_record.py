@@ -291,7 +291,7 @@ def test_python312_install_gets_mitmproxy_12_and_records(tmp_path, upstream):
     assert [f.status for f in cap.flows] == [401, 502]
 
 
-def test_lost_child_capture_is_valid_while_recording(tmp_path, upstream):
+def test_capture_is_valid_yaml_while_recording(tmp_path, upstream):
     """Until the end the file is valid YAML with complete: false, so a crash leaves a readable capture."""
     gw = upstream()
     out = tmp_path / "c.yaml"
