@@ -3,12 +3,18 @@
 While recording, the file is always valid YAML: `format`, `meta` (with `complete: false`)
 and the `flows:` list, to which each finished flow is appended. On close, the whole file is
 rewritten atomically with the final `meta` and a `summary`.
+
+Each flow is one JSON object laid out over lines. JSON is YAML's flow style, so any YAML
+reader takes the file, and `load_capture` reads the flows with `json` at ~20x libyaml's speed.
 """
 
 from __future__ import annotations
 
 import gc
+import json
+import math
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +48,44 @@ def dump_yaml(data) -> str:
     return yaml.dump(data, Dumper=Dumper, sort_keys=False, allow_unicode=True, width=100)
 
 
+WIDTH = 100
+_string = json.encoder.encode_basestring  # escapes quotes, backslashes and C0 controls; keeps the rest as is
+# What YAML does not take as is in a quoted scalar: DEL and C1 controls, the line breaks YAML 1.1 folds
+# (U+0085, U+2028, U+2029), a BOM and U+FFFE/U+FFFF; JSON escapes mean the same to both. Lone
+# surrogates (only a JSON body's escapes make them) are not text at all: they become U+FFFD.
+_NOT_YAML = re.compile("[\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff\ud800-\udfff]")
+
+
+def _yaml_safe(m: re.Match) -> str:
+    c = m.group()
+    return "\ufffd" if "\ud800" <= c <= "\udfff" else f"\\u{ord(c):04x}"
+
+
+def flow_text(flow: dict) -> str:
+    """One `flows:` item: the flow as JSON, a container per line unless it fits in WIDTH."""
+    return _NOT_YAML.sub(_yaml_safe, f"- {_json(flow, 2)}\n")
+
+
+def _json(value, indent: int) -> str:
+    if isinstance(value, str):
+        return _string(value)
+    if isinstance(value, dict) and value:
+        parts = [f"{_string(str(k))}: {_json(v, indent + 2)}" for k, v in value.items()]
+        brackets = "{}"
+    elif isinstance(value, (list, tuple)) and value:
+        parts = [_json(v, indent + 2) for v in value]
+        brackets = "[]"
+    elif isinstance(value, float) and not math.isfinite(value):
+        return _string(str(value))  # JSON has no NaN or infinity
+    else:
+        return json.dumps(value)
+    line = f"{brackets[0]}{', '.join(parts)}{brackets[1]}"
+    if len(line) + indent <= WIDTH and "\n" not in line:
+        return line
+    pad = "\n" + " " * (indent + 2)
+    return f"{brackets[0]}{pad}{(',' + pad).join(parts)}\n{' ' * indent}{brackets[1]}"
+
+
 @dataclass
 class Capture:
     meta: dict
@@ -67,11 +111,11 @@ def load_capture(path: str | os.PathLike) -> Capture:
     gc_was_on = gc.isenabled()
     gc.disable()  # the loaded tree has no cycles; the collector would rescan the growing heap again and again
     try:
-        with open(path, "rb") as fh:
-            data = yaml.load(fh, Loader=Loader)
+        with open(path, encoding="utf-8") as fh:
+            data = _parse(fh.read())
     except OSError as e:
         raise InspectorError(f"cannot read {path}: {e.strerror}") from None
-    except yaml.YAMLError as e:
+    except (yaml.YAMLError, UnicodeError) as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise InspectorError(f"{path} is not valid YAML{where}; if it is a capture, was it cut short? "
@@ -80,6 +124,34 @@ def load_capture(path: str | os.PathLike) -> Capture:
         if gc_was_on:
             gc.enable()
     return capture_from_dict(data, str(path))
+
+
+def _parse(text: str):
+    """The capture as plain data: its flows with `json` when they are laid out as we write them,
+    the rest (and any file edited into other YAML) with the YAML loader."""
+    head_end = text.find("\nflows:\n- {")
+    if head_end >= 0:
+        try:
+            return _parse_json_flows(text, head_end)
+        except (ValueError, yaml.YAMLError):
+            pass  # not our layout after all: the YAML loader reads any form of it
+    return yaml.load(text, Loader=Loader)
+
+
+def _parse_json_flows(text: str, head_end: int) -> dict:
+    data = yaml.load(text[:head_end + 1], Loader=Loader)
+    decode = json.JSONDecoder().raw_decode
+    flows, pos = [], head_end + len("\nflows:\n")
+    while text.startswith("- {", pos):
+        flow, pos = decode(text, pos + 2)
+        if text[pos:pos + 1] != "\n":
+            raise ValueError("a flow does not end its line")
+        flows.append(flow)
+        pos += 1
+    rest = yaml.load(text[pos:], Loader=Loader) or {}
+    if not isinstance(data, dict) or not isinstance(rest, dict) or {"format", "meta", "flows"} & rest.keys():
+        raise ValueError("not the layout inspector writes")
+    return {**data, "flows": flows, **rest}
 
 
 def capture_from_dict(data, name: str = "capture") -> Capture:
@@ -102,7 +174,11 @@ def write_capture(capture: Capture, path: str | os.PathLike) -> None:
     """Write a whole capture atomically (mode 0600)."""
     tmp = Path(f"{path}.tmp")
     with _open_private(tmp) as fh:
-        fh.write(dump_yaml(capture.to_dict()))
+        fh.write(dump_yaml({"format": capture.format, "meta": capture.meta}))
+        fh.write("flows:\n" if capture.flows else "flows: []\n")
+        for flow in capture.flows:
+            fh.write(flow_text(flow_to_dict(flow)))
+        fh.write(dump_yaml({"summary": capture.summary}))
     os.replace(tmp, path)
 
 
@@ -129,7 +205,7 @@ class CaptureWriter:
     def write(self, flow: Flow) -> None:
         self.summary.add(flow)
         # One write per flow, flushed, so a killed process leaves whole flows behind.
-        self._fh.write(dump_yaml([flow_to_dict(flow)]))
+        self._fh.write(flow_text(flow_to_dict(flow)))
         self._fh.flush()
 
     def close(self, **meta_updates) -> None:

@@ -111,7 +111,7 @@ def test_no_piece_of_a_generated_secret_survives_any_output(tmp_path_factory, ec
                            str(tmp / "plan.json")], env=env, capture_output=True, timeout=600)
     assert proc.stdout == b"sent\n", proc.stderr[-2000:]
     raw = out.read_bytes()
-    assert raw.count(b"\n- id: ") == PER_RUN
+    assert raw.count(b'\n- {\n    "id": ') == PER_RUN
     secrets = [s.split("-")[-1] for _, s in plan]  # the random part; "sk-ant-fake" is not secret
     text = (raw + proc.stderr + outputs(str(out), str(out))).decode("utf-8", "replace")
     for secret in leaked_secrets(text, secrets):

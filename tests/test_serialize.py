@@ -9,7 +9,8 @@ import yaml
 
 from conftest import INSPECTOR, base_env
 from inspector.flags import summarize
-from inspector.model import Flag, Flow, InspectorError, Request, Response, make_body, parse_sse, sse_bytes
+from inspector.model import (Flag, Flow, InspectorError, Request, Response, flow_to_dict, make_body, parse_sse,
+                             sse_bytes)
 from inspector.serialize import FORMAT, Capture, CaptureWriter, load_capture, write_capture
 
 
@@ -27,9 +28,49 @@ def test_round_trip_keeps_header_order_duplicates_and_flags(tmp_path):
     write_capture(Capture({"base_url": None}, [sample()], summarize([sample()])), path)
     text = path.read_text()
     assert text.startswith(f"format: {FORMAT}\n")
-    assert "line one\n" in text and "|" in text  # multi-line text is a readable block
+    assert '"headers": [{"Accept": "*/*"}, {"X-Dup": "1"}, {"X-Dup": "2"}]' in text  # short lists stay on a line
     (flow,) = load_capture(path).flows
     assert flow == sample()
+
+
+TRICKY = ["a\nb", 'q"\\', "\u2028 \u2029 \x85 \x7f \x9f \ufeff \ufffe", "\U0001f600", "\t\x00\x1b",
+          "- {not: json}", "x" * 300, ""]
+
+
+@pytest.mark.parametrize("loader", [yaml.SafeLoader, getattr(yaml, "CSafeLoader", yaml.SafeLoader)])
+def test_json_flows_read_the_same_with_json_and_any_yaml_loader(tmp_path, loader):
+    flow = sample()
+    flow.request.body = {"size": 1, "sha256": "0" * 64, "json": {"s": TRICKY, "n": [0, -7, 2**70, 0.5, True, None],
+                                                              "deep": {"a": [{"b": [{"c": TRICKY[2]}]}]}, "": {}}}
+    flow.response.body = {"size": 1, "sha256": "0" * 64, "text": "".join(TRICKY)}
+    path = tmp_path / "c.yaml"
+    write_capture(Capture({"base_url": None}, [flow, sample(2)], summarize([flow])), path)
+    text = path.read_text(encoding="utf-8")
+    assert all(len(line) <= 100 or '"' in line.lstrip()[:1] for line in text.splitlines())
+    assert yaml.load(text, Loader=loader)["flows"] == [flow_to_dict(flow), flow_to_dict(sample(2))]
+    assert load_capture(path).flows == [flow, sample(2)]
+
+
+def test_lone_surrogates_which_no_yaml_reader_takes_become_replacement_characters(tmp_path):
+    flow = sample()
+    flow.response.body = {"size": 1, "sha256": "0" * 64, "json": ["\ud800 lone"]}
+    path = tmp_path / "c.yaml"
+    write_capture(Capture({}, [flow], {}), path)
+    assert yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))["flows"][0][
+        "response"]["body"]["json"] == ["\ufffd lone"]
+    assert load_capture(path).flows[0].response.body["json"] == ["\ufffd lone"]
+
+
+def test_a_capture_edited_into_block_yaml_still_loads(tmp_path):
+    path = tmp_path / "c.yaml"
+    data = {"format": FORMAT, "meta": {}, "flows": [flow_to_dict(sample(1)), flow_to_dict(sample(2))]}
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    assert load_capture(path).flows == [sample(1), sample(2)]
+    # Our layout for the first flow, block YAML for the second: still one capture.
+    mixed = tmp_path / "mixed.yaml"
+    write_capture(Capture({}, [sample(1)], {}), mixed)
+    mixed.write_text(mixed.read_text().replace("summary:", yaml.safe_dump([data["flows"][1]]) + "summary:"))
+    assert [f.id for f in load_capture(mixed).flows] == [1, 2]
 
 
 def test_writer_leaves_valid_yaml_after_every_flow_and_a_summary_on_close(tmp_path):
