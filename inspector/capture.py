@@ -1,16 +1,15 @@
-"""The capture stage: a mitmproxy addon that turns each finished flow into a model Flow.
+"""The capture stage: a mitmproxy addon that hands each finished flow to the writer process.
 
-This is the only module that imports mitmproxy. It streams every response to the client
-as it arrives, keeping a copy of the body on the side, answers non-loopback hosts itself
-in offline mode, and hands each finished flow to the writer.
+This is the only module that drives mitmproxy. It streams every response to the client as it
+arrives, keeping a copy of the body on the side, answers non-loopback hosts itself in offline
+mode, and copies each finished flow into plain data for the writer (`writer.py`), which turns
+it into a redacted, flagged model Flow and appends it to the capture off the event loop.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import os
-import resource
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
@@ -18,15 +17,14 @@ from pathlib import Path
 
 from mitmproxy import ctx, exceptions, http, tls
 from mitmproxy import version as mitmproxy_version
-from mitmproxy.net import encoding
 from mitmproxy.net.http import url
 from mitmproxy.proxy import mode_specs
 
 from . import __version__
-from .flags import RuleContext, flags_for
-from .model import Flow, InspectorError, Origin, Request, Response, is_loopback, iso, make_body, multi_dict, utc_now
+from .flags import Summary
+from .model import Flow, InspectorError, Origin, Request, is_loopback, iso, utc_now
 from .redact import Redactor, is_secret_name, secrets_from_env
-from .serialize import CaptureWriter
+from .writer import WriterProcess, peak_rss_mb
 
 DEFAULT_BODY_LIMIT = 1024 * 1024
 SYNTHETIC_HEADER = "x-inspector-synthetic"
@@ -65,15 +63,17 @@ class Recorder:
     """mitmproxy addon: records every flow into an inspector capture."""
 
     def __init__(self, env: Mapping[str, str] | None = None, meta: dict | None = None,
-                 on_flow: Callable[[Flow], None] | None = None, command: list[str] | None = None):
+                 on_flow: Callable[[Summary], None] | None = None, command: list[str] | None = None):
         self.env = dict(os.environ if env is None else env)
         self.command = command  # the wrapped command line, redacted into meta
         self.meta = dict(meta or {})  # extra meta from the embedding command (command, exit code, ...)
-        self.on_flow = on_flow
-        self.writer: CaptureWriter | None = None
+        self.on_flow = on_flow  # called with the running summary after each flow is written
+        self.summary = Summary()
+        self.writer: WriterProcess | None = None
+        self.failure: str | None = None  # why the capture could not be finished, if it could not
         self.base: Origin | None = None
+        self.secrets: dict[str, str] = {}
         self.redactor = Redactor()
-        self.rules = RuleContext(base=None)
         self._open: dict[str, http.HTTPFlow] = {}
         self._seq = 0
         self._reverse_listeners: dict[int, mode_specs.ReverseMode] = {}
@@ -104,9 +104,8 @@ class Recorder:
         if "inspector_body_limit" in updated and ctx.options.inspector_body_limit < 0:
             raise exceptions.OptionsError("inspector_body_limit must be >= 0")
         if {"inspector_base_url", "inspector_redact"} & set(updated):
-            secrets = secrets_from_env(self.env)
-            self.redactor = Redactor(secrets, enabled=ctx.options.inspector_redact)
-            self.rules = RuleContext(base=self.base, raw_secrets={} if ctx.options.inspector_redact else secrets)
+            self.secrets = secrets_from_env(self.env)
+            self.redactor = Redactor(self.secrets, enabled=ctx.options.inspector_redact)
 
     def running(self):
         ps = ctx.master.addons.get("proxyserver")
@@ -115,7 +114,11 @@ class Recorder:
                 for addr in server.listen_addrs:
                     self._reverse_listeners[addr[1]] = server.mode
         if self.writer is None:
-            self.writer = CaptureWriter(ctx.options.inspector_output or default_output("mitmdump"), self._meta())
+            self.writer = WriterProcess({
+                "output": str(ctx.options.inspector_output or default_output("mitmdump")), "meta": self._meta(),
+                "secrets": self.secrets, "redact": ctx.options.inspector_redact,
+                "base_url": self.base.url if self.base else None, "body_limit": ctx.options.inspector_body_limit,
+            }, self._counted)
 
     def _meta(self) -> dict:
         rd = self.redactor
@@ -170,7 +173,7 @@ class Recorder:
 
     def responseheaders(self, flow: http.HTTPFlow):
         # Stream everything, so SSE events reach the client as they come; keep a copy to record.
-        if flow.response is not None and not flow.response.stream:
+        if flow.response is not None and not flow.response.stream and not flow.metadata.get("inspector_synthetic"):
             # Keep a little past the limit: secrets are scrubbed before the cut, so one that
             # crosses the limit is still seen whole and replaced.
             flow.response.stream = _Tee(ctx.options.inspector_body_limit + 4096)
@@ -204,96 +207,64 @@ class Recorder:
             flow.id = self._seq
             self._write(flow)
         if self.writer is not None:
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-            self.writer.close(ended_at=utc_now(), peak_rss_mb=round(peak, 1), **self.meta)
+            self.failure = self.writer.close(dict(self.meta, ended_at=utc_now(), peak_rss_mb=peak_rss_mb()))
 
     # ------------------------------------------------------------ conversion
 
     def _finish(self, flow: http.HTTPFlow, incomplete: bool = False) -> None:
-        if self._open.pop(flow.id, None) is None:
+        if self._open.pop(flow.id, None) is None or self.writer is None:
             return
         # A response that started but never ended (the run stopped, or a peer hung up mid-stream).
         incomplete = incomplete or (flow.response is not None and not flow.response.timestamp_end)
-        self._write(self.convert(flow, incomplete))
+        self.writer.send("raw", snapshot(flow, incomplete))
 
     def _write(self, model: Flow) -> None:
-        if self.writer is None:
-            return
-        model.flags = flags_for(model, self.rules)
-        self.writer.write(model)
+        if self.writer is not None:
+            self.writer.send("flow", model)
+
+    def _counted(self, brief: dict) -> None:
+        """The writer wrote a flow: count it where the status and summary lines read it."""
+        self.summary.add_counts(brief["host"], brief["status"], brief["flags"])
         if self.on_flow:
-            self.on_flow(model)
-
-    def convert(self, flow: http.HTTPFlow, incomplete: bool = False) -> Flow:
-        limit = ctx.options.inspector_body_limit
-        rd = self.redactor
-        req = flow.request
-        request = Request(
-            method=req.method,
-            url=rd.text(req.url),
-            scheme=req.scheme,
-            host=req.host,
-            port=req.port,
-            path=rd.text(req.path),
-            query=rd.query(multi_dict(req.query.items(multi=True))),
-            http_version=req.http_version,
-            headers=rd.headers(list(req.headers.items(multi=True))),
-            body=rd.body(_body(req, limit, rd.text)),
-        )
-        response = None
-        resp = flow.response
-        if resp is not None and (resp.timestamp_start or flow.metadata.get("inspector_synthetic")):
-            response = Response(
-                status=resp.status_code,
-                reason=resp.reason,
-                http_version=resp.http_version,
-                headers=rd.headers(list(resp.headers.items(multi=True))),
-                body=rd.body(_body(resp, limit, rd.text)),
-                synthetic=flow.metadata.get("inspector_synthetic"),
-            )
-        start = req.timestamp_start
-        end = (resp.timestamp_end if resp and resp.timestamp_end else None) or (
-            flow.error.timestamp if flow.error else None) or time.time()
-        model = Flow(
-            id=flow.metadata.get("inspector_id", 0),
-            started_at=iso(start),
-            request=request,
-            response=response,
-            error=rd.text(flow.error.msg) if flow.error else None,
-            duration_ms=round((end - start) * 1000, 1),
-            ttfb_ms=round((resp.timestamp_start - start) * 1000, 1) if resp and resp.timestamp_start else None,
-            via=flow.metadata.get("inspector_via")
-            or ("reverse" if isinstance(flow.client_conn.proxy_mode, mode_specs.ReverseMode) else "proxy"),
-            incomplete=incomplete,
-            websocket=[_ws_message(m, rd.text) for m in flow.websocket.messages] if flow.websocket else None,
-        )
-        return model
+            self.on_flow(self.summary)
 
 
-def _ws_message(message, scrub: Callable[[str], str]) -> dict:
-    out = {"from": "client" if message.from_client else "server", "at": iso(message.timestamp)}
-    if message.is_text:
-        out["text"] = scrub(message.text)
-    else:
-        out["base64"] = base64.b64encode(scrub(message.content.decode("latin-1")).encode("latin-1")).decode()
-    return out
+def snapshot(flow: http.HTTPFlow, incomplete: bool) -> dict:
+    """The flow as plain data, for `convert.to_flow` in the writer process: only copies, no parsing,
+    so the event loop pays microseconds per flow."""
+    req, resp = flow.request, flow.response
+    if resp is not None and not (resp.timestamp_start or flow.metadata.get("inspector_synthetic")):
+        resp = None  # mitmproxy's placeholder for a response that never came
+    return {
+        "id": flow.metadata.get("inspector_id", 0),
+        "via": flow.metadata.get("inspector_via")
+        or ("reverse" if isinstance(flow.client_conn.proxy_mode, mode_specs.ReverseMode) else "proxy"),
+        "synthetic": flow.metadata.get("inspector_synthetic"),
+        "incomplete": incomplete,
+        "finished_at": time.time(),
+        "request": dict(_message(req), method=req.method, url=req.url, scheme=req.scheme, host=req.host,
+                        port=req.port, path=req.path, query=list(req.query.items(multi=True)),
+                        timestamp_start=req.timestamp_start),
+        "response": resp and dict(_message(resp), status=resp.status_code, reason=resp.reason,
+                                  timestamp_start=resp.timestamp_start, timestamp_end=resp.timestamp_end),
+        "error": {"msg": flow.error.msg, "timestamp": flow.error.timestamp} if flow.error else None,
+        "websocket": [{"from_client": m.from_client, "timestamp": m.timestamp, "is_text": m.is_text,
+                       "content": m.content} for m in flow.websocket.messages] if flow.websocket else None,
+    }
 
 
-def _body(message: http.Message, limit: int, scrub: Callable[[str], str]) -> dict | None:
-    """The capture form of a request or response body, decoded when it was compressed."""
-    ctype = message.headers.get("content-type")
+def _message(message: http.Message) -> dict:
     tee = message.stream if isinstance(message.stream, _Tee) else None
-    raw = tee.content() if tee else (message.raw_content or b"")
-    size, sha = (tee.size, tee.sha.hexdigest()) if tee else (None, None)
-    enc = message.headers.get("content-encoding", "").strip().lower()
-    decoded_from = None
-    if enc and enc != "identity" and raw and (tee is None or tee.size <= tee.kept):
-        try:
-            raw = encoding.decode(raw, enc)
-            decoded_from, size, sha = enc, None, None
-        except (ValueError, TypeError):
-            pass
-    return make_body(raw, ctype, limit, scrub, size=size, sha256=sha, decoded_from=decoded_from)
+    return {
+        "http_version": message.http_version,
+        "headers": list(message.headers.items(multi=True)),
+        "content_type": message.headers.get("content-type"),
+        "content_encoding": message.headers.get("content-encoding"),
+        "content": tee.content() if tee else (message.raw_content or b""),
+        "size": tee.size if tee else None,
+        "sha256": tee.sha.hexdigest() if tee else None,
+        "whole": tee is None or tee.size <= tee.kept,  # a cut-off compressed body cannot be decoded
+    }
 
 
 RELEVANT_ENV_WORDS = ("PROXY", "ANTHROPIC", "CLAUDE", "KEY", "TOKEN", "SECRET", "PASSWORD", "CA_CERT",

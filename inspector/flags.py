@@ -205,13 +205,15 @@ class Summary:
         return summary
 
     def add(self, flow: Flow) -> None:
+        self.add_counts(f"{flow.request.host}:{flow.request.port}", flow.status, [f.code for f in flow.flags])
+
+    def add_counts(self, host: str, status: int | None, flag_codes: list[str]) -> None:
         self.flows += 1
-        host = f"{flow.request.host}:{flow.request.port}"
         self.by_host[host] = self.by_host.get(host, 0) + 1
-        status = str(flow.status) if flow.status is not None else "none"
-        self.by_status[status] = self.by_status.get(status, 0) + 1
-        for f in flow.flags:
-            self.by_flag[f.code] = self.by_flag.get(f.code, 0) + 1
+        key = str(status) if status is not None else "none"
+        self.by_status[key] = self.by_status.get(key, 0) + 1
+        for code in flag_codes:
+            self.by_flag[code] = self.by_flag.get(code, 0) + 1
 
     @property
     def flag_count(self) -> int:

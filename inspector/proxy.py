@@ -141,6 +141,6 @@ class EmbeddedProxy:
         if self._master is not None and self._thread is not None and self._thread.is_alive():
             self._master.shutdown()
         if self._thread is not None:
-            self._thread.join(30)
+            self._thread.join()  # done() waits for the writer to finish the capture
         for name in QUIET_LOGGERS:
             logging.getLogger(name).removeHandler(self._log)

@@ -16,7 +16,7 @@ from typing import TextIO
 from . import bypass
 from .capture import DEFAULT_BODY_LIMIT, Recorder, default_output
 from .flags import Summary
-from .model import Flow, InspectorError, Origin
+from .model import InspectorError, Origin
 from .proxy import EmbeddedProxy
 
 # Exit codes of our own, as `env` and `docker run` use them; otherwise record exits with the child's code.
@@ -72,16 +72,16 @@ class StatusLine:
     def __init__(self, stream: TextIO):
         self.stream = stream
         self.live = stream.isatty()
-        self.summary = Summary()
+        self.shown = False
 
-    def __call__(self, flow: Flow) -> None:
-        self.summary.add(flow)
+    def __call__(self, summary: Summary) -> None:
         if self.live:
-            self.stream.write(f"\r\x1b[K[inspector] {self.summary.flows} requests · {self.summary.flag_count} flags")
+            self.stream.write(f"\r\x1b[K[inspector] {summary.flows} requests · {summary.flag_count} flags")
             self.stream.flush()
+            self.shown = True
 
     def clear(self) -> None:
-        if self.live and self.summary.flows:
+        if self.shown:
             self.stream.write("\r\x1b[K")
             self.stream.flush()
 
@@ -107,9 +107,10 @@ def record(opts: RecordOptions, stderr: TextIO = sys.stderr) -> int:
             recorder.late_flows = bypass.as_flows(tracer.finish(listeners), 0)
         proxy.stop()
         status.clear()
-    where = f"capture: {output}"
+    if recorder.failure:
+        raise InspectorError(f"{recorder.failure}; {output} holds the flows written until then")
     note = "" if base else " (no base URL: set ANTHROPIC_BASE_URL or --base-url to check hosts)"
-    stderr.write(f"inspector: {status.summary.line()}{note}; {where}\n")
+    stderr.write(f"inspector: {recorder.summary.line()}{note}; capture: {output}\n")
     return code
 
 

@@ -67,23 +67,31 @@ def flow_text(flow: dict) -> str:
 
 
 def _json(value, indent: int) -> str:
-    if isinstance(value, str):
+    kind = type(value)
+    if kind is str:
         return _string(value)
-    if isinstance(value, dict) and value:
-        parts = [f"{_string(str(k))}: {_json(v, indent + 2)}" for k, v in value.items()]
-        brackets = "{}"
-    elif isinstance(value, (list, tuple)) and value:
-        parts = [_json(v, indent + 2) for v in value]
-        brackets = "[]"
-    elif isinstance(value, float) and not math.isfinite(value):
-        return _string(str(value))  # JSON has no NaN or infinity
+    inner = indent + 2
+    if kind is dict and value:
+        parts = [f"{_string(str(k))}: {_string(v) if type(v) is str else _json(v, inner)}" for k, v in value.items()]
+        start, end = "{", "}"
+    elif kind in (list, tuple) and value:
+        parts = [_string(v) if type(v) is str else _json(v, inner) for v in value]
+        start, end = "[", "]"
     else:
-        return json.dumps(value)
-    line = f"{brackets[0]}{', '.join(parts)}{brackets[1]}"
-    if len(line) + indent <= WIDTH and "\n" not in line:
-        return line
-    pad = "\n" + " " * (indent + 2)
-    return f"{brackets[0]}{pad}{(',' + pad).join(parts)}\n{' ' * indent}{brackets[1]}"
+        return _scalar(value)
+    # A container that had to break is longer than its line, so short parts are all one-line parts.
+    if sum(map(len, parts)) + 2 * len(parts) + indent <= WIDTH:
+        return f"{start}{', '.join(parts)}{end}"
+    pad = "\n" + " " * inner
+    return f"{start}{pad}{(',' + pad).join(parts)}\n{' ' * indent}{end}"
+
+
+def _scalar(value) -> str:
+    if value is None or value is True or value is False:
+        return "null" if value is None else "true" if value else "false"
+    if type(value) is float and not math.isfinite(value):
+        return _string(str(value))  # JSON has no NaN or infinity
+    return json.dumps(value)  # int and float; an empty dict or list; a subclass of str
 
 
 @dataclass

@@ -79,7 +79,7 @@ def test_signals_leave_a_valid_capture_with_the_open_flow_incomplete(tmp_path, u
         env=base_env(ANTHROPIC_BASE_URL=gw.url), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout.readline() == b"event: message_start\n"
     if how == "SIGKILL-child":
-        child = int(subprocess.check_output(["pgrep", "-P", str(proc.pid)]).split()[0])
+        child = int(subprocess.check_output(["pgrep", "-P", str(proc.pid), "-f", str(child)]).split()[0])
         subprocess.run(["kill", "-KILL", str(child)], check=True)
         expected = 128 + signal.SIGKILL
     else:
@@ -104,7 +104,7 @@ def test_capture_of_a_killed_inspector_is_still_valid_yaml(tmp_path, upstream):
                             env=base_env(), stdout=subprocess.PIPE)
     assert proc.stdout.readline() == b"go\n"
     for _ in range(100):
-        if "- id: 1" in out.read_text():
+        if '"id": 1,' in out.read_text():
             break
         time.sleep(0.05)
     proc.kill()
@@ -112,6 +112,26 @@ def test_capture_of_a_killed_inspector_is_still_valid_yaml(tmp_path, upstream):
     cap = load_capture(out)
     assert cap.meta["complete"] is False and [f.request.path for f in cap.flows] == ["/"]
     subprocess.run(["pkill", "-f", "sleep 30"])
+
+
+def test_a_dead_writer_is_one_line_and_exit_125_and_the_capture_keeps_its_flows(tmp_path, upstream):
+    gw = upstream()
+    out = tmp_path / "c.yaml"
+    proc = subprocess.Popen([INSPECTOR, "record", "--offline", "-o", str(out), "--", "sh", "-c",
+                             f"curl -s {gw.url}/first -o /dev/null; echo go; read _; curl -s {gw.url}/second"],
+                            env=base_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline() == b"go\n"
+    for _ in range(100):
+        if '"id": 1,' in out.read_text():
+            break
+        time.sleep(0.05)
+    subprocess.run(["pkill", "-KILL", "-P", str(proc.pid), "-f", "inspector.writer"], check=True)
+    _, err = proc.communicate(b"\n", timeout=60)
+    assert proc.returncode == 125
+    assert err.decode().strip().count("\n") == 0 and "the capture writer" in err.decode(), err
+    assert "Traceback" not in err.decode()
+    cap = load_capture(out)
+    assert cap.meta["complete"] is False and [f.request.path for f in cap.flows] == ["/first"]
 
 
 class Encoded(BaseHTTPRequestHandler):
