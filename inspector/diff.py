@@ -61,7 +61,7 @@ NOISE_RULES = (
               headers=("x-stainless-retry-count", "x-stainless-timeout", "x-stainless-read-timeout")),
     # Hop-by-hop headers a client adds only when it talks to a proxy: how it was recorded, not what it sent.
     NoiseRule("proxy hop headers", headers=("proxy-connection",)),
-    NoiseRule("recorder figures", meta_paths=(r"^root\['peak_rss_mb'\]$",)),
+    NoiseRule("recorder figures", meta_paths=(r"^root\['(writer_)?peak_rss_mb'\]$",)),
     # Clients report their base URL, which `record` points at its own listener (a new port each run).
     NoiseRule("listener ports", values=r"(?<=127\.0\.0\.1:)\d{2,5}\b|(?<=localhost:)\d{2,5}\b", meta_paths=(
         r"^root\['listeners'\]", r"^root\['injected_env'\]\['(HTTPS?_PROXY|https?_proxy|ANTHROPIC_BASE_URL)'\]$")),
@@ -379,8 +379,8 @@ def pair_flows(base: Capture, other: Capture) -> tuple[list[tuple[Flow, Flow]], 
     return pairs, only_base, [f for f in other.flows if id(f) not in paired]
 
 
-def compare_pair(a: Flow, b: Flow, bo: Origin | None, oo: Origin | None, opts: DiffOptions) -> dict:
-    ra, rb = flow_ref(a, bo), flow_ref(b, oo)
+def compare_pair(a: Flow, b: Flow, refs: dict[int, dict], opts: DiffOptions) -> dict:
+    ra, rb = refs[id(a)], refs[id(b)]
     path = shown(a.request.path.split("?", 1)[0])
     return {
         "label": f"{ra['method']} {path}" if ra["role"] == "base" else f"{ra['method']} {ra['host']}{path}",
@@ -398,13 +398,12 @@ def _is_html_error(flow: Flow) -> bool:
     return s is not None and s.status >= 400 and "html" in (s.header("content-type") or "").lower()
 
 
-def count_hosts(base: Capture, other: Capture) -> list[dict]:
+def count_hosts(base: Capture, other: Capture, refs: dict[int, dict]) -> list[dict]:
     """Requests per host on each side, and the credential a side call carries there."""
     found: dict[str, dict] = {}
     for side, capture in (("base", base), ("other", other)):
-        origin = capture_origin(capture)
         for flow in capture.flows:
-            ref = flow_ref(flow, origin)
+            ref = refs[id(flow)]
             h = found.setdefault(ref["host"], {"host": ref["host"], "role": ref["role"], "base": 0, "other": 0,
                                                "base_credential": None, "other_credential": None})
             h[side] += 1
@@ -548,14 +547,15 @@ def diff_captures(base: Capture, other: Capture, opts: DiffOptions | None = None
     """The diff of two captures as plain data; diff_render documents its shape and prints it."""
     opts = opts or DiffOptions()
     bo, oo = capture_origin(base), capture_origin(other)
+    refs = {id(f): flow_ref(f, origin) for capture, origin in ((base, bo), (other, oo)) for f in capture.flows}
     pairs, only_base, only_other = pair_flows(base, other)
     report = {
         "format": FORMAT, "bodies": opts.bodies,
         "noise_ignored": [r.name for r in NOISE_RULES] + ["side-call body values"],
         "base": {"file": names[0], "flows": len(base.flows)}, "other": {"file": names[1], "flows": len(other.flows)},
-        "pairs": [compare_pair(a, b, bo, oo, opts) for a, b in pairs],
-        "only_in_base": [flow_ref(f, bo) for f in only_base], "only_in_other": [flow_ref(f, oo) for f in only_other],
-        "hosts": count_hosts(base, other), "run": compare_run(base, other),
+        "pairs": [compare_pair(a, b, refs, opts) for a, b in pairs],
+        "only_in_base": [refs[id(f)] for f in only_base], "only_in_other": [refs[id(f)] for f in only_other],
+        "hosts": count_hosts(base, other, refs), "run": compare_run(base, other),
     }
     report["different"] = bool(report["only_in_base"] or report["only_in_other"] or report["run"]
                                or any(p["changes"] for p in report["pairs"]))
