@@ -120,7 +120,7 @@ def load_capture(path: str | os.PathLike) -> Capture:
     gc.disable()  # the loaded tree has no cycles; the collector would rescan the growing heap again and again
     try:
         with open(path, encoding="utf-8") as fh:
-            data = _parse(fh.read())
+            data = _parse(fh)
     except OSError as e:
         raise InspectorError(f"cannot read {path}: {e.strerror}") from None
     except (yaml.YAMLError, UnicodeError) as e:
@@ -134,30 +134,38 @@ def load_capture(path: str | os.PathLike) -> Capture:
     return capture_from_dict(data, str(path))
 
 
-def _parse(text: str):
-    """The capture as plain data: its flows with `json` when they are laid out as we write them,
-    the rest (and any file edited into other YAML) with the YAML loader."""
-    head_end = text.find("\nflows:\n- {")
-    if head_end >= 0:
-        try:
-            return _parse_json_flows(text, head_end)
-        except (ValueError, yaml.YAMLError):
-            pass  # not our layout after all: the YAML loader reads any form of it
-    return yaml.load(text, Loader=Loader)
+def _parse(fh):
+    """The capture as plain data: its flows with `json`, a flow at a time, when they are laid out as
+    we write them; the whole file with the YAML loader otherwise (a capture edited into block YAML)."""
+    try:
+        return _parse_json_flows(fh)
+    except (ValueError, yaml.YAMLError):
+        fh.seek(0)
+        return yaml.load(fh, Loader=Loader)
 
 
-def _parse_json_flows(text: str, head_end: int) -> dict:
-    data = yaml.load(text[:head_end + 1], Loader=Loader)
-    decode = json.JSONDecoder().raw_decode
-    flows, pos = [], head_end + len("\nflows:\n")
-    while text.startswith("- {", pos):
-        flow, pos = decode(text, pos + 2)
-        if text[pos:pos + 1] != "\n":
-            raise ValueError("a flow does not end its line")
-        flows.append(flow)
-        pos += 1
-    rest = yaml.load(text[pos:], Loader=Loader) or {}
-    if not isinstance(data, dict) or not isinstance(rest, dict) or {"format", "meta", "flows"} & rest.keys():
+def _parse_json_flows(lines) -> dict:
+    head = []
+    for line in lines:
+        head.append(line)
+        if line == "flows:\n":
+            break
+    flows, flow, tail = [], [], []
+    for line in lines:  # a flow starts with "- {"; its other lines are indented; the file goes on unindented
+        if line.startswith(" ") and flow:
+            flow.append(line)
+            continue
+        if flow:
+            flows.append(json.loads("".join(flow)))
+        if not line.startswith("- {"):
+            tail = [line, *lines]
+            break
+        flow = [line[2:]]
+    else:
+        if flow:
+            flows.append(json.loads("".join(flow)))
+    data, rest = yaml.load("".join(head), Loader=Loader), yaml.load("".join(tail), Loader=Loader) or {}
+    if not (isinstance(data, dict) and isinstance(rest, dict)) or {"format", "meta", "flows"} & rest.keys():
         raise ValueError("not the layout inspector writes")
     return {**data, "flows": flows, **rest}
 
