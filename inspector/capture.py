@@ -9,6 +9,7 @@ it into a redacted, flagged model Flow and appends it to the capture off the eve
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -114,11 +115,16 @@ class Recorder:
                 for addr in server.listen_addrs:
                     self._reverse_listeners[addr[1]] = server.mode
         if self.writer is None:
-            self.writer = WriterProcess({
-                "output": str(ctx.options.inspector_output or default_output("mitmdump")), "meta": self._meta(),
-                "secrets": self.secrets, "redact": ctx.options.inspector_redact,
-                "base_url": self.base.url if self.base else None, "body_limit": ctx.options.inspector_body_limit,
-            }, self._counted)
+            try:
+                self.writer = WriterProcess({
+                    "output": str(ctx.options.inspector_output or default_output("mitmdump")), "meta": self._meta(),
+                    "secrets": self.secrets, "redact": ctx.options.inspector_redact,
+                    "base_url": self.base.url if self.base else None, "body_limit": ctx.options.inspector_body_limit,
+                }, self._counted)
+            except InspectorError as e:
+                self.failure = str(e)
+                logging.error(f"inspector: {e}")
+                ctx.master.shutdown()  # recording nothing would look like success
 
     def _meta(self) -> dict:
         rd = self.redactor

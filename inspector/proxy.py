@@ -99,12 +99,15 @@ class EmbeddedProxy:
             logging.getLogger(name).propagate = False
         self._thread = threading.Thread(target=self._run, args=(modes,), name="mitmproxy", daemon=True)
         self._thread.start()
-        while not self._ready.event.wait(0.05):
+        while not self._ready.event.wait(0.05) and not self.recorder.failure:
             timeout -= 0.05
             if not self._thread.is_alive() or timeout <= 0:
                 self.stop()
                 why = self._crash or "; ".join(self._log.errors) or "it did not start in time"
                 raise InspectorError(f"the embedded mitmproxy could not start: {why}")
+        if self.recorder.failure:  # e.g. the capture file cannot be written
+            self.stop()
+            raise InspectorError(self.recorder.failure)
         if self._log.errors:  # e.g. a listener failed to bind
             self.stop()
             raise InspectorError(f"the embedded mitmproxy could not listen: {'; '.join(self._log.errors)}")

@@ -178,4 +178,5 @@ if __name__ == "__main__":
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when the capture ends
+    os.nice(10)  # the proxy, which the client waits for, gets a busy CPU first; the writer catches up after
     sys.exit(main())

@@ -260,11 +260,14 @@ def test_bad_input_gives_one_line_and_no_traceback(tmp_path):
         (["record", "--base-url", "not a url", "--", "true"], 125, "is not an http(s) URL"),
         (["record", "--base-url", "http://[::1", "--", "true"], 125, "is not a URL"),
         (["record", "--body-limit", "lots", "--", "true"], 2, "is not a size"),
+        (["record", "-o", "/proc/no/c.yaml", "--", "touch", "ran"], 125, "choose another path with -o"),
     ]
     for args, code, words in cases:
         proc = subprocess.run([INSPECTOR, *args], cwd=tmp_path, env=base_env(), capture_output=True, text=True)
         assert proc.returncode == code, (args, proc.stderr)
         assert words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not (tmp_path / "ran").exists()  # nothing runs unrecorded
 
 
 def test_no_redact_warns_and_keeps_the_key(record, upstream):
