@@ -62,7 +62,25 @@ class Size(click.ParamType):
             self.fail(f"{value!r} is not a size; use e.g. 1048576, 512k or 1m", param, ctx)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "INSPECTOR"})
+class OneLineUsage(click.Group):
+    """Click's usage errors (a bad option, a missing argument) in inspector's one line, exit 2."""
+
+    def main(self, *args, **kwargs):
+        try:
+            code = super().main(*args, **kwargs, standalone_mode=False)
+        except click.exceptions.NoArgsIsHelpError as e:  # `inspector` alone: the help, as click shows it
+            e.show()
+            sys.exit(e.exit_code)
+        except click.ClickException as e:
+            where = e.ctx.command_path if getattr(e, "ctx", None) else "inspector"
+            fail(f"{e.format_message().rstrip('.')}; see `{where} --help`", e.exit_code)
+        except click.Abort:
+            fail("interrupted", 130)
+        sys.exit(code if isinstance(code, int) else 0)  # an int here is the code of --help or --version
+
+
+@click.group(cls=OneLineUsage,
+             context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "INSPECTOR"})
 @click.version_option(__version__, prog_name="inspector")
 def main():
     """Record, flag, diff and replay the HTTP(S) traffic of another program.
