@@ -119,8 +119,7 @@ def load_capture(path: str | os.PathLike) -> Capture:
     gc_was_on = gc.isenabled()
     gc.disable()  # the loaded tree has no cycles; the collector would rescan the growing heap again and again
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = _parse(fh)
+        data = _parse(path)
     except OSError as e:
         raise InspectorError(f"cannot read {path}: {e.strerror}") from None
     except (yaml.YAMLError, UnicodeError) as e:
@@ -134,14 +133,15 @@ def load_capture(path: str | os.PathLike) -> Capture:
     return capture_from_dict(data, str(path))
 
 
-def _parse(fh):
+def _parse(path):
     """The capture as plain data: its flows with `json`, a flow at a time, when they are laid out as
     we write them; the whole file with the YAML loader otherwise (a capture edited into block YAML)."""
     try:
-        return _parse_json_flows(fh)
+        with open(path, encoding="utf-8") as fh:
+            return _parse_json_flows(fh)
     except (ValueError, yaml.YAMLError):
-        fh.seek(0)
-        return yaml.load(fh, Loader=Loader)
+        with open(path, "rb") as fh:
+            return yaml.load(fh, Loader=Loader)
 
 
 def _parse_json_flows(lines) -> dict:
@@ -157,9 +157,11 @@ def _parse_json_flows(lines) -> dict:
             continue
         if flow:
             flows.append(json.loads("".join(flow)))
-        if not line.startswith("- {"):
+        if not line.startswith("- "):
             tail = [line, *lines]
             break
+        if not line.startswith("- {"):
+            raise ValueError("a flow in another layout")
         flow = [line[2:]]
     else:
         if flow:
