@@ -173,22 +173,38 @@ def client(args: list[str], env: dict[str, str], timeout: float = 600) -> dict:
     return json.loads(proc.stdout.splitlines()[-1])
 
 
-def record(args: list[str], capture: Path, env: dict[str, str], timeout: float = 900) -> tuple[dict, float]:
+def _vmhwm_kb(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
+
+
+def _writer_pid(pid: int) -> int | None:
+    children = " ".join(p.read_text() for p in Path(f"/proc/{pid}/task").glob("*/children"))  # any thread's
+    for child in children.split():
+        if b"inspector.writer" in Path(f"/proc/{child}/cmdline").read_bytes():
+            return int(child)
+    return None
+
+
+def record(args: list[str], capture: Path, env: dict[str, str], timeout: float = 900) -> tuple[dict, dict]:
     """`inspector record --offline -o CAPTURE -- python client.py ARGS`: the client's JSON, and the
-    peak RSS (MB) of the inspector process as /proc/PID/status VmHWM last showed it."""
+    peak RSS (MB) of inspector's two processes (proxy, writer) as /proc/PID/status VmHWM last showed it."""
     argv = [INSPECTOR, "record", "--offline", "-o", str(capture), "--", PY, CLIENT, *args]
     out_path, err_path = capture.with_suffix(".out"), capture.with_suffix(".err")
+    hwm_kb = {"proxy": 0, "writer": 0}
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         proc = subprocess.Popen(argv, env=env, stdout=out, stderr=err, cwd=capture.parent)
-        hwm_kb, deadline = 0, time.monotonic() + timeout
+        writer, deadline = None, time.monotonic() + timeout
         try:
             while proc.poll() is None and time.monotonic() < deadline:
-                with contextlib.suppress(OSError, StopIteration):  # gone between poll and read
-                    status = Path(f"/proc/{proc.pid}/status").read_text()
-                    hwm_kb = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
+                with contextlib.suppress(OSError, StopIteration, ValueError):  # gone between poll and read
+                    hwm_kb["proxy"] = _vmhwm_kb(proc.pid)
+                    writer = writer or _writer_pid(proc.pid)
+                    if writer:
+                        hwm_kb["writer"] = _vmhwm_kb(writer)
                 time.sleep(0.05)
         finally:
             stop(proc)
     if proc.returncode:
         raise RuntimeError(f"inspector record failed ({proc.returncode}): {err_path.read_text()[-2000:]}")
-    return json.loads(out_path.read_bytes().splitlines()[-1]), hwm_kb / 1024
+    return json.loads(out_path.read_bytes().splitlines()[-1]), {k: v / 1024 for k, v in hwm_kb.items()}

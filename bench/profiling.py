@@ -21,8 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PY_SPY = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
 # Frames of inspector's own work (the addon and what it calls), as opposed to mitmproxy's or the CLI's.
-OWN_FILES = ("inspector/capture.py", "inspector/model.py", "inspector/redact.py", "inspector/flags.py",
-             "inspector/serialize.py", "inspector/diff.py", "inspector/diff_render.py")
+OWN_FILES = ("inspector/capture.py", "inspector/writer.py", "inspector/convert.py", "inspector/model.py",
+             "inspector/redact.py", "inspector/flags.py", "inspector/serialize.py", "inspector/diff.py",
+             "inspector/diff_render.py")
 # cProfile counts waiting as time; py-spy leaves idle threads out. Leave waiting out of cProfile too.
 IDLE = re.compile(r"poll|select|wait|acquire|sleep|accept|recv|read(?:line|into)?\b")
 
@@ -31,10 +32,12 @@ def tool() -> str:
     return "py-spy" if PY_SPY else "cProfile"
 
 
-def run(argv: list[str], out: Path, **popen) -> subprocess.CompletedProcess:
-    """Profile argv (a Python console script and its arguments) into out; returns the process."""
+def run(argv: list[str], out: Path, subprocesses: bool = False, **popen) -> subprocess.CompletedProcess:
+    """Profile argv (a Python console script and its arguments) into out; returns the process.
+    With subprocesses, py-spy samples its children too (cProfile cannot: it sees argv's process only)."""
     if PY_SPY:
-        wrapper = [PY_SPY, "record", "--rate", "200", "--nonblocking", "--format", "raw", "--output", str(out), "--"]
+        wrapper = [PY_SPY, "record", "--rate", "200", "--nonblocking", "--format", "raw", "--output", str(out),
+                   *(["--subprocesses"] if subprocesses else []), "--"]
     else:
         wrapper = [sys.executable, __file__, "cprofile", str(out), "--"]
     return subprocess.run([*wrapper, *argv], **popen)
@@ -55,6 +58,25 @@ def _key(frame: str) -> str:
 def _short(path: str) -> str:
     path = path.split("site-packages/")[-1].split("lib/python3")[-1]
     return path.replace(f"{ROOT}/", "").lstrip("0123456789./")
+
+
+def split_processes(path: Path, kinds: dict[str, str]) -> dict[str, Path]:
+    """py-spy --subprocesses stacks, one file per kind of process: a stack belongs to the first kind
+    whose text is in its innermost `process PID:"command line"` frame; other processes are dropped."""
+    lines: dict[str, list[str]] = {kind: [] for kind in kinds}
+    if PY_SPY:
+        for line in path.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            frames = stack.split(";")
+            processes = [f for f in frames if f.startswith("process ")] or [""]
+            kind = next((k for k, text in kinds.items() if text in processes[-1]), None)
+            if kind and (inside := [f for f in frames if not f.startswith("process ")]):
+                lines[kind].append(f"{';'.join(inside)} {count}")
+    out = {kind: path.with_name(f"{path.name.split('.')[0]}-{kind}{''.join(path.suffixes)}") for kind in kinds}
+    for kind, found in lines.items():
+        out[kind].write_text("".join(f"{x}\n" for x in found))
+    path.unlink()
+    return out
 
 
 def compact(path: Path) -> None:

@@ -11,7 +11,7 @@ Not run by CI, and no test asserts on time.
 from __future__ import annotations
 
 import argparse
-import contextlib
+import gc
 import json
 import math
 import re
@@ -83,76 +83,68 @@ def memory(ctx) -> dict:
         for i in range(ctx.runs):
             capture = ctx.work / f"session-{i}.yaml"
             result, hwm = common.record(args, capture, ctx.env)
-            head, tail = _head_tail(capture)
-            runs.append({"meta_peak_rss_mb": float(re.search(r"peak_rss_mb: ([\d.]+)", head)[1]),
-                         "proc_vmhwm_mb": round(hwm, 1), "ms_per_request": result["ms_per_request"],
-                         "flows": int(re.search(r"^summary:\n  flows: (\d+)", tail, re.M)[1]),
+            ends = _ends(capture)
+            proxy_mb = float(re.search(r"\n  peak_rss_mb: ([\d.]+)", ends)[1])
+            writer_mb = float(re.search(r"\n  writer_peak_rss_mb: ([\d.]+)", ends)[1])
+            runs.append({"meta_proxy_mb": proxy_mb, "meta_writer_mb": writer_mb, "meta_total_mb": proxy_mb + writer_mb,
+                         "vmhwm_proxy_mb": round(hwm["proxy"], 1), "vmhwm_writer_mb": round(hwm["writer"], 1),
+                         "ms_per_request": result["ms_per_request"],
+                         "flows": int(re.search(r"^summary:\n  flows: (\d+)", ends, re.M)[1]),
                          "capture_mb": capture.stat().st_size / 1e6})
             ctx.captures.append(capture)
             ctx.log(f"memory run {i + 1}: {runs[-1]}")
     return {"flows": SESSION_FLOWS, "runs": runs, "median": {k: median([r[k] for r in runs]) for k in runs[0]}}
 
 
-def _head_tail(path: Path, n: int = 8192) -> tuple[str, str]:
+def _ends(path: Path, n: int = 8192) -> str:
+    """A capture's first and last n bytes: its final meta, and its summary."""
     with open(path, "rb") as fh:
         head = fh.read(n)
         fh.seek(max(0, path.stat().st_size - n))
-        return head.decode(errors="replace"), fh.read().decode(errors="replace")
-
-
-@contextlib.contextmanager
-def pure_python_yaml():
-    """inspector.serialize with PyYAML's pure-Python loader and dumper (same representers)."""
-    import yaml
-    from inspector import serialize
-
-    class PyDumper(yaml.SafeDumper):
-        yaml_representers = dict(serialize.Dumper.yaml_representers)
-
-    saved = serialize.Loader, serialize.Dumper
-    serialize.Loader, serialize.Dumper = yaml.SafeLoader, PyDumper
-    try:
-        yield
-    finally:
-        serialize.Loader, serialize.Dumper = saved
+        return head.decode(errors="replace") + fh.read().decode(errors="replace")
 
 
 def capture_io(ctx) -> dict:
-    """Load and write the 1,000-flow capture with libyaml (C); C against pure Python on a 100-flow slice."""
-    from inspector.serialize import Capture, load_capture, write_capture
+    """The 1,000-flow capture: inspector's load and write; any YAML reader's load of the same file,
+    libyaml (C) against pure Python on a 100-flow slice; and the block-YAML layout it replaced."""
+    import yaml
+    from inspector import serialize
+    from inspector.model import flow_to_dict
 
     full = ctx.captures[0]
-    part = ctx.work / "slice.yaml"
-    cap = load_capture(full)
-    write_capture(Capture(cap.meta, cap.flows[:SLICE_FLOWS], cap.summary), part)
-    del cap
-
-    def timed(fn) -> float:
-        start = time.perf_counter()
-        fn()
-        return time.perf_counter() - start
-
-    def load_write(path: Path) -> tuple[float, float]:
-        loaded = []
-        load_s = timed(lambda: loaded.append(load_capture(path)))
-        write_s = timed(lambda: write_capture(loaded[0], ctx.work / "written.yaml"))
-        return load_s, write_s
-
+    cap = serialize.load_capture(full)
+    part, block = ctx.work / "slice.yaml", ctx.work / "block.yaml"
+    serialize.write_capture(serialize.Capture(cap.meta, cap.flows[:SLICE_FLOWS], cap.summary), part)
+    as_dict = {"format": cap.format, "meta": cap.meta, "flows": [flow_to_dict(f) for f in cap.flows],
+               "summary": cap.summary}
+    block.write_text(serialize.dump_yaml(as_dict))  # every flow in block YAML, as captures were written before
+    c_loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    ops = {
+        "load": (full, lambda: serialize.load_capture(full)),
+        "write": (full, lambda: serialize.write_capture(cap, ctx.work / "written.yaml")),
+        "slice_yaml_c": (part, lambda: yaml.load(part.read_bytes(), Loader=c_loader)),
+        "slice_yaml_py": (part, lambda: yaml.load(part.read_bytes(), Loader=yaml.SafeLoader)),
+        "block_load": (block, lambda: yaml.load(block.read_bytes(), Loader=c_loader)),
+        "block_write": (block, lambda: serialize.dump_yaml(as_dict)),
+    }
     runs = []
     for i in range(ctx.runs):
         run = {}
-        run["full_load_c"], run["full_write_c"] = load_write(full)
-        run["slice_load_c"], run["slice_write_c"] = load_write(part)
-        with pure_python_yaml():
-            run["slice_load_py"], run["slice_write_py"] = load_write(part)
+        for name, (_, fn) in ops.items():
+            gc.disable()  # as load_capture does: the collector would rescan the growing tree
+            start = time.perf_counter()
+            fn()
+            run[name] = time.perf_counter() - start
+            gc.enable()
         runs.append(run)
         ctx.log(f"capture I/O run {i + 1}: {run}")
-    mb = {"full": full.stat().st_size / 1e6, "slice": part.stat().st_size / 1e6}
-    rate = {k: median([mb[k.split("_")[0]] / r[k] for r in runs]) for k in runs[0]}  # MB/s
-    return {"flows": SESSION_FLOWS, "slice_flows": SLICE_FLOWS, "mb": mb, "runs": runs, "mb_per_s": rate,
-            "seconds": {k: median([r[k] for r in runs]) for k in runs[0]},
-            "c_vs_py_load": median([r["slice_load_py"] / r["slice_load_c"] for r in runs]),
-            "c_vs_py_write": median([r["slice_write_py"] / r["slice_write_c"] for r in runs])}
+    mb = {name: path.stat().st_size / 1e6 for name, (path, _) in ops.items()}
+    return {"flows": SESSION_FLOWS, "slice_flows": SLICE_FLOWS, "mb": mb, "runs": runs,
+            "mb_per_s": {k: median([mb[k] / r[k] for r in runs]) for k in ops},
+            "seconds": {k: median([r[k] for r in runs]) for k in ops},
+            "c_vs_py": median([r["slice_yaml_py"] / r["slice_yaml_c"] for r in runs]),
+            "load_vs_block": median([r["block_load"] / r["load"] for r in runs]),
+            "write_vs_block": median([r["block_write"] / r["write"] for r in runs])}
 
 
 def diff(ctx) -> dict:
@@ -196,9 +188,13 @@ def profile(ctx) -> dict:
     with common.fast_upstream() as up:
         argv = [INSPECTOR, "record", "--offline", "-o", str(ctx.work / "profiled.yaml"), "--",
                 PY, common.CLIENT, "posts", f"{up}/v1/messages", str(POSTS), str(ctx.body)]
-        proc = prof.run(argv, PROFILE_DIR / f"record.{ext}", env=ctx.env, capture_output=True, timeout=900)
+        proc = prof.run(argv, PROFILE_DIR / f"record.{ext}", subprocesses=True, env=ctx.env, capture_output=True,
+                        timeout=900)
         ctx.log(f"profiled record: exit {proc.returncode}; {proc.stdout.decode().strip()}")
     profiled = ["record"]
+    if prof.PY_SPY:  # the proxy and the writer are two processes: one profile each
+        prof.split_processes(PROFILE_DIR / f"record.{ext}", {"writer": "inspector.writer", "proxy": " record "})
+        profiled = ["record-proxy", "record-writer"]
     if len(ctx.captures) >= 2:
         argv = [INSPECTOR, "diff", str(ctx.captures[0]), str(ctx.captures[1]), "--format", "json"]
         prof.run(argv, PROFILE_DIR / f"diff.{ext}", env=ctx.env, capture_output=True, timeout=1800)
