@@ -121,8 +121,9 @@ def _read_frame(stream):
     head = stream.read(_LEN)
     if len(head) < _LEN:
         return None
-    body = stream.read(int.from_bytes(head, "big"))
-    return pickle.loads(body) if body is not None else None
+    size = int.from_bytes(head, "big")
+    body = stream.read(size)
+    return pickle.loads(body) if len(body) == size else None  # short: the parent died mid-frame
 
 
 def peak_rss_mb() -> float:
@@ -143,7 +144,10 @@ def main() -> int:
     from .serialize import CaptureWriter
 
     stdin, out = sys.stdin.buffer, sys.stdout
-    kind, config = _read_frame(stdin)
+    start = _read_frame(stdin)
+    if start is None:
+        return 0
+    config = start[1]
     try:
         writer = CaptureWriter(config["output"], config["meta"])
     except OSError as e:
