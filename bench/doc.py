@@ -119,7 +119,7 @@ def render(r: dict, command: str) -> str:
         out += ["## 3. Memory", "",
                 f"{mem['flows']:,} sequential 85 KB POSTs answered with SSE by `inspector fake-upstream`, in one "
                 "`inspector record` session. Peak RSS of inspector's two processes, the proxy and the writer: "
-                "`meta.peak_rss_mb` and `meta.writer_peak_rss_mb` (each its own `getrusage`), and the last "
+                "`meta.peak_rss_mb` and `meta.writer_peak_rss_mb` (each process's own `VmHWM` at its end), and the last "
                 "`VmHWM` read from `/proc/PID/status` every 50 ms. The figure against the target is their sum, "
                 "the larger of the two ways to measure it.", ""]
         out += _runs(mem["runs"], lambda x: f"{x:.1f}" if isinstance(x, float) else str(x))
