@@ -11,6 +11,7 @@ reader takes the file, and `load_capture` reads the flows with `json` at ~20x li
 from __future__ import annotations
 
 import gc
+import itertools
 import json
 import math
 import os
@@ -151,6 +152,7 @@ def _parse_json_flows(lines) -> dict:
         if line == "flows:\n":
             break
     flows, flow, tail = [], [], []
+    lines = itertools.chain(lines, [""])  # the end of the file ends the last flow too
     for line in lines:  # a flow starts with "- {"; its other lines are indented; the file goes on unindented
         if line.startswith(" ") and flow:
             flow.append(line)
@@ -163,9 +165,6 @@ def _parse_json_flows(lines) -> dict:
         if not line.startswith("- {"):
             raise ValueError("a flow in another layout")
         flow = [line[2:]]
-    else:
-        if flow:
-            flows.append(json.loads("".join(flow)))
     data, rest = yaml.load("".join(head), Loader=Loader), yaml.load("".join(tail), Loader=Loader) or {}
     if not (isinstance(data, dict) and isinstance(rest, dict)) or {"format", "meta", "flows"} & rest.keys():
         raise ValueError("not the layout inspector writes")
