@@ -109,14 +109,12 @@ def capture_io(ctx) -> dict:
     libyaml (C) against pure Python on a 100-flow slice; and the block-YAML layout it replaced."""
     import yaml
     from inspector import serialize
-    from inspector.model import flow_to_dict
 
     full = ctx.captures[0]
     cap = serialize.load_capture(full)
     part, block = ctx.work / "slice.yaml", ctx.work / "block.yaml"
     serialize.write_capture(serialize.Capture(cap.meta, cap.flows[:SLICE_FLOWS], cap.summary), part)
-    as_dict = {"format": cap.format, "meta": cap.meta, "flows": [flow_to_dict(f) for f in cap.flows],
-               "summary": cap.summary}
+    as_dict = cap.to_dict()
     block.write_text(serialize.dump_yaml(as_dict))  # every flow in block YAML, as captures were written before
     c_loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     ops = {
